@@ -1,0 +1,37 @@
+// Embedding gather: x[t, 0..H) = E[ids[t], 0..H) widened to f32, for tokens whose id falls in this part of a
+// (possibly split) table: rows [rowStart, rowStart + rowCount). E: u32 words [rowCount, Hp], Hp = H rounded up
+// to 8. One workgroup per token; dispatch (T).
+
+override WDTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16
+const WG: u32 = 64u;
+
+struct Params {
+  H: u32, // embedding width (elements)
+  Hp: u32, // row stride of E (elements)
+  ldx: u32, // row stride of x (elements)
+  rowStart: u32, // first vocabulary row held by this part
+  rowCount: u32, // rows held by this part
+}
+
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(3) var<storage, read> E: array<u32>;
+@group(0) @binding(4) var<storage, read_write> x: array<f32>;
+
+fn element(i: u32) -> f32 {
+  if (WDTYPE == 0u) { return bitcast<f32>(E[i]); }
+  let v = E[i / 2u];
+  if (WDTYPE == 1u) { return unpack2x16float(v)[i % 2u]; }
+  return bitcast<f32>(select(v << 16u, v & 0xffff0000u, i % 2u == 1u));
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let t = wg.x;
+  let id = ids[t];
+  if (id < p.rowStart || id >= p.rowStart + p.rowCount) { return; }
+  let base = (id - p.rowStart) * p.Hp;
+  for (var i = tid; i < p.H; i += WG) {
+    x[t * p.ldx + i] = element(base + i);
+  }
+}

@@ -1,0 +1,215 @@
+// Token sampling on the GPU, one workgroup per sequence; only the chosen ids (and their logprobs) are read back.
+//
+// Contract (src/reference/sampling.ts implements the same, and tests compare them):
+//   l_i = logits[s, i] for i < V.
+//   temperature <= 0: token = argmax_i l_i (lowest index on ties).
+//   otherwise, with l_i /= temperature and e_i = exp(l_i − max l):
+//     keep_i  = l_i >= (topK-th largest l)              if 0 < topK < V   (ties at the boundary kept)
+//     keep_i &= e_i >= τ_p, τ_p = the largest τ with Σ_{keep_j, e_j >= τ} e_j >= topP · Σ_{keep_j} e_j   if topP < 1
+//     keep_i &= e_i >= minP                              (min-p relative to the most likely token)
+//     u = uniform(seed, counter) in [0, 1); token = the first i, in index order, at which the running sum of
+//     kept e_i exceeds u · Σ kept e_i.
+//   logprob[s] = log softmax(raw logits)[token]: the model's own log-probability, before temperature/truncation.
+// Thresholds are found exactly by bisection over the bits of order-preserving float keys (32 passes each).
+// Dispatch (S).
+
+const WG: u32 = 256u;
+
+struct Params { V: u32, ld: u32 } // vocabulary size, row stride of logits (elements)
+struct SeqSampling {
+  temperature: f32,
+  topK: u32, // 0 = off
+  topP: f32, // 1 = off
+  minP: f32, // 0 = off
+  seed: u32,
+  counter: u32, // tokens generated so far by this sequence: the same seed gives the same tokens in any batch
+  _pad0: u32,
+  _pad1: u32,
+}
+
+@group(0) @binding(1) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read> logits: array<f32>;
+@group(0) @binding(3) var<storage, read> sp: array<SeqSampling>;
+@group(0) @binding(4) var<storage, read_write> outTokens: array<u32>;
+@group(0) @binding(5) var<storage, read_write> outLogprobs: array<f32>;
+
+var<workgroup> redF: array<f32, WG>;
+var<workgroup> redU: array<u32, WG>;
+var<workgroup> params: SeqSampling;
+var<workgroup> found: u32;
+
+fn pcg(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+
+// Float -> u32 key with the same order (negative floats flipped).
+fn key(v: f32) -> u32 {
+  let b = bitcast<u32>(v);
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+fn unkey(k: u32) -> f32 {
+  return bitcast<f32>(select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u));
+}
+
+fn sumAll(v: f32, tid: u32) -> f32 {
+  redF[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (tid < s) { redF[tid] += redF[tid + s]; }
+    workgroupBarrier();
+  }
+  let r = redF[0];
+  workgroupBarrier();
+  return r;
+}
+fn maxAll(v: f32, tid: u32) -> f32 {
+  redF[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (tid < s) { redF[tid] = max(redF[tid], redF[tid + s]); }
+    workgroupBarrier();
+  }
+  let r = redF[0];
+  workgroupBarrier();
+  return r;
+}
+fn countAll(v: u32, tid: u32) -> u32 {
+  redU[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (tid < s) { redU[tid] += redU[tid + s]; }
+    workgroupBarrier();
+  }
+  let r = redU[0];
+  workgroupBarrier();
+  return r;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+  let s = wg.x;
+  let row = s * p.ld;
+  if (tid == 0u) { params = sp[s]; }
+  let sp_ = workgroupUniformLoad(&params);
+  let greedy = sp_.temperature <= 0.0;
+  let invT = select(1.0 / sp_.temperature, 1.0, greedy);
+
+  // Max and argmax of the raw logits (each thread keeps its first maximum).
+  var bestV = -3.4e38;
+  var bestI = 0xffffffffu;
+  for (var i = tid; i < p.V; i += WG) {
+    let v = logits[row + i];
+    if (v > bestV) { bestV = v; bestI = i; }
+  }
+  let rawMax = maxAll(bestV, tid);
+  let lse = rawMax + log(sumAll(sumExp(row, rawMax, tid), tid));
+  let mx = rawMax * invT; // temperature > 0 keeps the order
+  if (greedy) {
+    // Among threads holding the max value, the smallest index wins.
+    redU[tid] = select(0xffffffffu, bestI, bestV == rawMax);
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st >>= 1u) {
+      if (tid < st) { redU[tid] = min(redU[tid], redU[tid + st]); }
+      workgroupBarrier();
+    }
+    if (tid == 0u) {
+      outTokens[s] = redU[0];
+      outLogprobs[s] = rawMax - lse;
+    }
+    return;
+  }
+
+  // Top-k: the key of the k-th largest scaled logit, built bit by bit from the top.
+  var kKey = 0u;
+  if (sp_.topK > 0u && sp_.topK < p.V) {
+    for (var bit = 31i; bit >= 0i; bit--) {
+      let cand = kKey | (1u << u32(bit));
+      var c = 0u;
+      for (var i = tid; i < p.V; i += WG) { c += select(0u, 1u, key(logits[row + i] * invT) >= cand); }
+      if (countAll(c, tid) >= sp_.topK) { kKey = cand; }
+    }
+  }
+  // Mass kept by top-k, then the top-p threshold over e (non-negative, so its bits order like its values).
+  var mass = 0.0;
+  for (var i = tid; i < p.V; i += WG) { mass += kept(row + i, invT, mx, kKey, 0u); }
+  let total = sumAll(mass, tid);
+  var pKey = 0u;
+  if (sp_.topP < 1.0) {
+    let need = sp_.topP * total;
+    for (var bit = 30i; bit >= 0i; bit--) {
+      let cand = pKey | (1u << u32(bit));
+      var m = 0.0;
+      for (var i = tid; i < p.V; i += WG) { m += kept(row + i, invT, mx, kKey, cand); }
+      if (sumAll(m, tid) >= need) { pKey = cand; }
+    }
+  }
+  pKey = max(pKey, bitcast<u32>(max(sp_.minP, 0.0)));
+
+  // Inverse CDF in index order: each thread owns a contiguous chunk; exclusive scan of chunk sums.
+  let chunk = (p.V + WG - 1u) / WG;
+  let begin = min(tid * chunk, p.V);
+  let end = min(begin + chunk, p.V);
+  var part = 0.0;
+  for (var i = begin; i < end; i++) { part += kept(row + i, invT, mx, kKey, pKey); }
+  redF[tid] = part;
+  workgroupBarrier();
+  // Hillis-Steele inclusive scan.
+  for (var off = 1u; off < WG; off <<= 1u) {
+    var v = redF[tid];
+    if (tid >= off) { v += redF[tid - off]; }
+    workgroupBarrier();
+    redF[tid] = v;
+    workgroupBarrier();
+  }
+  let kTotal = redF[WG - 1u];
+  let u = f32(pcg(sp_.seed ^ pcg(sp_.counter)) >> 8u) * (1.0 / 16777216.0);
+  let goal = u * kTotal;
+  if (tid == 0u) { found = 0xffffffffu; }
+  workgroupBarrier();
+  var run = redF[tid] - part; // exclusive prefix
+  if (goal >= run && goal < run + part) {
+    for (var i = begin; i < end; i++) {
+      let e = kept(row + i, invT, mx, kKey, pKey);
+      run += e;
+      if (e > 0.0 && goal < run) { atomicMinFound(i); break; }
+    }
+  }
+  workgroupBarrier();
+  if (tid == 0u) {
+    var tok = found;
+    if (tok == 0xffffffffu) {
+      // Rounding put the goal past the last kept token: take the last kept one.
+      tok = lastKept(row, invT, mx, kKey, pKey);
+    }
+    outTokens[s] = tok;
+    outLogprobs[s] = logits[row + tok] - lse;
+  }
+}
+
+fn sumExp(row: u32, mx: f32, tid: u32) -> f32 {
+  var z = 0.0;
+  for (var i = tid; i < p.V; i += WG) { z += exp(logits[row + i] - mx); }
+  return z;
+}
+
+// e_i if token i survives top-k (kKey) and has e_i >= bits-threshold eKey, else 0.
+fn kept(i: u32, invT: f32, mx: f32, kKey: u32, eKey: u32) -> f32 {
+  let l = logits[i] * invT;
+  if (key(l) < kKey) { return 0.0; }
+  let e = exp(l - mx);
+  return select(0.0, e, bitcast<u32>(e) >= eKey);
+}
+
+fn lastKept(row: u32, invT: f32, mx: f32, kKey: u32, pKey: u32) -> u32 {
+  for (var i = p.V; i > 0u; i--) {
+    if (kept(row + i - 1u, invT, mx, kKey, pKey) > 0.0) { return i - 1u; }
+  }
+  return 0u;
+}
+
+fn atomicMinFound(i: u32) {
+  // Only one thread's chunk contains the goal, so a plain store is enough.
+  found = i;
+}

@@ -1,0 +1,48 @@
+// The `polylora` command: subcommand dispatch, and the one place errors become exit codes.
+
+import { setPlatform } from '../platform/platform.js';
+import { nodePlatform } from '../platform/node.js';
+import { isPolyloraError } from '../errors.js';
+import { GENERATE_USAGE, generateCommand } from './generate.js';
+
+const USAGE = `polylora — many LoRA adapters on one base model, on WebGPU
+
+usage:
+  ${GENERATE_USAGE.split('\n').join('\n  ')}
+
+Run \`polylora <command> --help\` for a command's options.`;
+
+const COMMANDS: Record<string, { usage: string; run: (argv: string[]) => Promise<void> }> = {
+  generate: { usage: GENERATE_USAGE, run: generateCommand },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  setPlatform(nodePlatform);
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h') {
+    process.stdout.write(`${USAGE}\n`);
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    process.stderr.write(`polylora: unknown command "${name}" (commands: ${Object.keys(COMMANDS).join(', ')})\n`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`${cmd.usage}\n`);
+    return 0;
+  }
+  try {
+    await cmd.run(rest);
+    return 0;
+  } catch (e) {
+    if (isPolyloraError(e)) {
+      process.stderr.write(`polylora ${name}: error: ${e.message}\n`);
+    } else if (e instanceof Error && (e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`polylora ${name}: ${e.message}\n\n${cmd.usage}\n`);
+    } else {
+      process.stderr.write(`polylora ${name}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    }
+    return 1;
+  }
+}

@@ -1,0 +1,204 @@
+// The generation loop: requests come in at any time, and every step the scheduler picks what runs, the model
+// runner executes it on the GPU, and the sampled tokens go back to their requests (stop rules, detokenization,
+// streaming). One loop per engine; it sleeps when there is nothing to do.
+
+import { PolyloraError } from '../errors.js';
+import type { ModelRunner } from '../model/runner.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { IncrementalDecoder } from '../tokenizer/incremental.js';
+import type { RequestOutput } from './request.js';
+import { RequestStream } from './request.js';
+import type { SamplingParams } from './sampling-params.js';
+import { resolveSampling } from './sampling-params.js';
+import type { SchedulerLimits } from './scheduler.js';
+import { Scheduler } from './scheduler.js';
+import type { FinishReason } from './sequence.js';
+import { Sequence } from './sequence.js';
+
+export interface EngineLimits extends SchedulerLimits {
+  maxModelLen: number; // prompt + output tokens per sequence
+}
+
+export interface EngineStats {
+  steps: number;
+  promptTokens: number;
+  generatedTokens: number;
+  /** Largest number of sequences that sampled in one step. */
+  maxRowsInStep: number;
+}
+
+interface Active {
+  seq: Sequence;
+  stream: RequestStream;
+  decoder: IncrementalDecoder | null;
+  text: string;
+  stopIds: Set<number>;
+  arrivalMs: number;
+  firstTokenMs: number | null;
+}
+
+export class Engine {
+  readonly limits: EngineLimits;
+  readonly stats: EngineStats = { steps: 0, promptTokens: 0, generatedTokens: 0, maxRowsInStep: 0 };
+  private readonly runner: ModelRunner;
+  private readonly tokenizer: Tokenizer | null;
+  private readonly eosIds: number[];
+  private readonly scheduler: Scheduler;
+  private readonly active = new Map<Sequence, Active>();
+  private nextId = 0;
+  private loop: Promise<void> | null = null;
+  private closed = false;
+
+  constructor(runner: ModelRunner, tokenizer: Tokenizer | null, eosIds: number[], limits: EngineLimits) {
+    this.runner = runner;
+    this.tokenizer = tokenizer;
+    this.eosIds = eosIds;
+    this.limits = limits;
+    this.scheduler = new Scheduler(runner.batch, runner.kv, limits);
+  }
+
+  /** Number of requests not finished yet. */
+  get numActive(): number {
+    return this.active.size;
+  }
+
+  /** Queues a request; generation starts on the next step. */
+  add(promptIds: readonly number[], params: SamplingParams = {}, requestId?: string): RequestStream {
+    if (this.closed) throw new PolyloraError('INVALID_ARGUMENT', 'the engine is closed');
+    const id = requestId ?? `req-${this.nextId++}`;
+    const sampling = resolveSampling(params, `request ${id}`);
+    this.checkPrompt(id, promptIds);
+    const seq = new Sequence(this.nextId++, promptIds, sampling);
+    const stream = new RequestStream(id);
+    const a: Active = {
+      seq,
+      stream,
+      decoder: this.tokenizer ? new IncrementalDecoder(this.tokenizer, { context: promptIds }) : null,
+      text: '',
+      stopIds: new Set([...sampling.stopTokenIds, ...(sampling.ignoreEos ? [] : this.eosIds)]),
+      arrivalMs: performance.now(),
+      firstTokenMs: null,
+    };
+    stream.abort = () => this.finish(a, 'abort');
+    this.active.set(seq, a);
+    this.scheduler.add(seq);
+    this.stats.promptTokens += promptIds.length;
+    this.kick();
+    return stream;
+  }
+
+  /** Resolves when every queued request has finished. */
+  async idle(): Promise<void> {
+    while (this.loop) await this.loop;
+  }
+
+  /** Aborts everything; later add() calls throw. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const a of [...this.active.values()]) this.finish(a, 'abort');
+    await this.idle();
+  }
+
+  private checkPrompt(id: string, ids: readonly number[]): void {
+    const vocab = this.runner.config.vocabSize;
+    if (ids.length === 0) {
+      throw new PolyloraError('INVALID_ARGUMENT', `request ${id}: the prompt is empty`, {
+        field: 'prompt',
+        hint: 'give at least one token (most models expect BOS first)',
+      });
+    }
+    const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
+    if (bad >= 0) {
+      throw new PolyloraError('INVALID_ARGUMENT', `request ${id}: prompt token ${bad} is not a token id`, {
+        field: 'prompt',
+        expected: `integers in [0, ${vocab})`,
+        found: String(ids[bad]),
+      });
+    }
+    if (ids.length >= this.limits.maxModelLen) {
+      throw new PolyloraError('INVALID_ARGUMENT', `request ${id}: the prompt is too long`, {
+        field: 'prompt',
+        expected: `fewer than maxModelLen = ${this.limits.maxModelLen} tokens`,
+        found: `${ids.length} tokens`,
+        hint: 'shorten the prompt or raise maxModelLen',
+      });
+    }
+  }
+
+  private kick(): void {
+    if (this.loop) return;
+    this.loop = this.run().finally(() => {
+      this.loop = null;
+      if (this.scheduler.hasWork && !this.closed) this.kick();
+    });
+  }
+
+  private async run(): Promise<void> {
+    try {
+      while (this.scheduler.hasWork) {
+        const plan = this.scheduler.schedule();
+        if (plan.length === 0) {
+          throw new PolyloraError('INVALID_ARGUMENT', 'no request fits in the KV cache', {
+            hint: 'raise the KV cache memory or lower maxModelLen',
+          });
+        }
+        const res = await this.runner.step();
+        this.stats.steps++;
+        this.stats.maxRowsInStep = Math.max(this.stats.maxRowsInStep, this.runner.batch.rows);
+        for (const s of this.scheduler.commit(res.tokens, res.logprobs)) {
+          const a = this.active.get(s.seq); // absent when aborted while the step ran
+          if (s.row >= 0 && a) this.onToken(a);
+        }
+      }
+    } catch (e) {
+      for (const a of [...this.active.values()]) {
+        this.scheduler.remove(a.seq);
+        this.active.delete(a.seq);
+        a.stream.fail(e);
+      }
+    }
+  }
+
+  private onToken(a: Active): void {
+    const seq = a.seq;
+    const id = seq.tokens[seq.tokens.length - 1]!;
+    this.stats.generatedTokens++;
+    if (a.firstTokenMs === null) a.firstTokenMs = performance.now() - a.arrivalMs;
+    const delta = a.decoder ? a.decoder.push(id) : '';
+    a.text += delta;
+    let reason: FinishReason | null = null;
+    if (a.stopIds.has(id)) reason = 'stop';
+    else if (seq.numGenerated >= seq.sampling.maxTokens || seq.tokens.length >= this.limits.maxModelLen) reason = 'length';
+    const tail = reason && a.decoder ? a.decoder.flush() : '';
+    a.text += tail;
+    a.stream.push({
+      requestId: a.stream.requestId,
+      tokenIds: [id],
+      text: delta + tail,
+      logprobs: [seq.logprobs[seq.logprobs.length - 1]!],
+      finishReason: reason,
+    });
+    if (reason) this.finish(a, reason);
+  }
+
+  private finish(a: Active, reason: FinishReason): void {
+    if (!this.active.has(a.seq)) return;
+    this.active.delete(a.seq);
+    this.scheduler.remove(a.seq);
+    a.seq.finishReason = reason;
+    const now = performance.now();
+    const out: RequestOutput = {
+      requestId: a.stream.requestId,
+      promptIds: a.seq.tokens.slice(0, a.seq.promptLen),
+      tokenIds: a.seq.tokens.slice(a.seq.promptLen),
+      text: a.text,
+      logprobs: [...a.seq.logprobs],
+      finishReason: reason,
+      metrics: { arrivalMs: a.arrivalMs, firstTokenMs: a.firstTokenMs, finishedMs: now - a.arrivalMs },
+    };
+    if (reason === 'abort') {
+      a.stream.push({ requestId: out.requestId, tokenIds: [], text: '', logprobs: [], finishReason: 'abort' });
+    }
+    a.stream.finish(out);
+  }
+}

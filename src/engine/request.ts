@@ -1,0 +1,98 @@
+// A request as its caller sees it: an async iterator of chunks (new token ids and the text they complete) and a
+// promise of the final output. The engine pushes; the caller pulls at its own pace.
+
+import type { FinishReason } from './sequence.js';
+
+export interface Chunk {
+  requestId: string;
+  /** Ids generated since the previous chunk. */
+  tokenIds: number[];
+  /** Text those ids completed (UTF-8 safe: a character split across tokens arrives whole). */
+  text: string;
+  /** Log-probability of each id in tokenIds under the model's raw distribution. */
+  logprobs: number[];
+  finishReason: FinishReason | null;
+}
+
+export interface RequestMetrics {
+  arrivalMs: number; // performance.now() at submission
+  firstTokenMs: number | null; // time to first token, from arrival
+  finishedMs: number | null; // total time, from arrival
+}
+
+export interface RequestOutput {
+  requestId: string;
+  promptIds: number[];
+  /** Generated ids (EOS or the stop id included when generation ended on it). */
+  tokenIds: number[];
+  text: string;
+  logprobs: number[];
+  finishReason: FinishReason;
+  metrics: RequestMetrics;
+}
+
+export class RequestStream implements AsyncIterable<Chunk> {
+  readonly requestId: string;
+  /** Resolves when the request finishes (also when it is aborted); rejects on an engine error. */
+  readonly result: Promise<RequestOutput>;
+  private readonly queue: Chunk[] = [];
+  private wake: (() => void) | null = null;
+  private error: unknown = null;
+  private done = false;
+  private resolveResult!: (o: RequestOutput) => void;
+  private rejectResult!: (e: unknown) => void;
+  /** Set by the engine: stops generation and frees the request's KV blocks. */
+  abort: () => void = () => {};
+
+  constructor(requestId: string) {
+    this.requestId = requestId;
+    this.result = new Promise((res, rej) => {
+      this.resolveResult = res;
+      this.rejectResult = rej;
+    });
+    // A caller that only iterates must not get an unhandled rejection from the result promise.
+    this.result.catch(() => {});
+  }
+
+  push(c: Chunk): void {
+    this.queue.push(c);
+    this.notify();
+  }
+
+  finish(out: RequestOutput): void {
+    this.done = true;
+    this.resolveResult(out);
+    this.notify();
+  }
+
+  fail(e: unknown): void {
+    this.error = e;
+    this.done = true;
+    this.rejectResult(e);
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Chunk> {
+    try {
+      for (;;) {
+        const c = this.queue.shift();
+        if (c) {
+          yield c;
+          continue;
+        }
+        if (this.error) throw this.error;
+        if (this.done) return;
+        await new Promise<void>((r) => (this.wake = r));
+      }
+    } finally {
+      // Breaking out of a for-await loop (client gone) ends the request.
+      if (!this.done) this.abort();
+    }
+  }
+}

@@ -1,0 +1,66 @@
+// Per-request sampling parameters, named as in vLLM's SamplingParams (camelCase), with vLLM's defaults, and
+// checked once when a request is added: an out-of-range value is an error naming the field.
+
+import { PolyloraError } from '../errors.js';
+
+export interface SamplingParams {
+  /** Tokens to generate at most (default 16, as vLLM). */
+  maxTokens?: number;
+  /** 0 = greedy (default 1.0). */
+  temperature?: number;
+  /** Nucleus sampling mass in (0, 1] (default 1 = off). */
+  topP?: number;
+  /** Keep the k most likely tokens; 0 or -1 = off (default). */
+  topK?: number;
+  /** Drop tokens less likely than minP × the most likely one; 0 = off (default). */
+  minP?: number;
+  /** Seed of this request's random stream: the same seed gives the same tokens whatever else runs. */
+  seed?: number;
+  /** Extra token ids that end generation (kept in the output ids, as vLLM). */
+  stopTokenIds?: number[];
+  /** Keep generating past EOS (benchmarks). */
+  ignoreEos?: boolean;
+}
+
+export interface ResolvedSampling {
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number; // 0 = off
+  minP: number;
+  seed: number; // u32
+  stopTokenIds: number[];
+  ignoreEos: boolean;
+}
+
+export function resolveSampling(p: SamplingParams = {}, where = 'sampling params'): ResolvedSampling {
+  const bad = (field: string, expected: string, found: unknown): never => {
+    throw new PolyloraError('INVALID_ARGUMENT', `invalid ${where}`, { field, expected, found: JSON.stringify(found) });
+  };
+  const num = (field: keyof SamplingParams, def: number, ok: (v: number) => boolean, expected: string): number => {
+    const v = p[field];
+    if (v === undefined || v === null) return def;
+    if (typeof v !== 'number' || !Number.isFinite(v) || !ok(v)) bad(field, expected, v);
+    return v as number;
+  };
+  const maxTokens = num('maxTokens', 16, (v) => Number.isInteger(v) && v >= 1, 'an integer >= 1');
+  const temperature = num('temperature', 1, (v) => v >= 0, 'a number >= 0');
+  const topP = num('topP', 1, (v) => v > 0 && v <= 1, 'a number in (0, 1]');
+  const topK = num('topK', 0, (v) => Number.isInteger(v) && v >= -1, 'an integer >= 1, or 0 / -1 for off');
+  const minP = num('minP', 0, (v) => v >= 0 && v <= 1, 'a number in [0, 1]');
+  const seed = num('seed', Math.floor(Math.random() * 2 ** 32), (v) => Number.isInteger(v), 'an integer');
+  const stopTokenIds = p.stopTokenIds ?? [];
+  if (!Array.isArray(stopTokenIds) || !stopTokenIds.every((t) => Number.isInteger(t) && t >= 0)) {
+    bad('stopTokenIds', 'an array of token ids', stopTokenIds);
+  }
+  return {
+    maxTokens,
+    temperature,
+    topP,
+    topK: topK < 0 ? 0 : topK,
+    minP,
+    seed: seed >>> 0,
+    stopTokenIds,
+    ignoreEos: !!p.ignoreEos,
+  };
+}

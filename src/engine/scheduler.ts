@@ -1,0 +1,160 @@
+// Iteration-level scheduling: before every step, decide which sequences run and how many of their tokens, fill
+// the step batch, and grow their KV block lists. Decodes go first (one token each), then unfinished prefills,
+// then waiting sequences are admitted in arrival order while the token budget, the sequence limit and free KV
+// blocks allow; long prompts are prefilled in chunks so they cannot starve running decodes. When a decode needs
+// a block and none is free, the most recently admitted sequence is preempted: its blocks are freed and it is
+// recomputed from its tokens later (vLLM's recompute preemption).
+
+import type { KvPool } from '../kv/kv-pool.js';
+import type { StepBatch } from '../model/step-batch.js';
+import type { Sequence } from './sequence.js';
+
+export interface SchedulerLimits {
+  maxNumSeqs: number; // sequences in one step
+  maxNumBatchedTokens: number; // token rows in one step
+}
+
+/** What one sequence contributes to a step. */
+export interface Scheduled {
+  seq: Sequence;
+  start: number; // first token index
+  count: number; // tokens this step
+  row: number; // sample row, or -1 when the step ends inside its prompt
+}
+
+export class Scheduler {
+  readonly waiting: Sequence[] = [];
+  readonly running: Sequence[] = [];
+  private readonly plan: Scheduled[] = [];
+  private readonly batch: StepBatch;
+  private readonly kv: KvPool;
+  private readonly limits: SchedulerLimits;
+
+  constructor(batch: StepBatch, kv: KvPool, limits: SchedulerLimits) {
+    this.batch = batch;
+    this.kv = kv;
+    this.limits = limits;
+  }
+
+  get hasWork(): boolean {
+    return this.waiting.length > 0 || this.running.length > 0;
+  }
+
+  add(seq: Sequence): void {
+    this.waiting.push(seq);
+  }
+
+  /** Removes a sequence wherever it is and frees its blocks at once. */
+  remove(seq: Sequence): void {
+    const i = this.running.indexOf(seq);
+    if (i >= 0) this.running.splice(i, 1);
+    const j = this.waiting.indexOf(seq);
+    if (j >= 0) this.waiting.splice(j, 1);
+    this.freeBlocks(seq);
+  }
+
+  /** Fills the step batch; returns the plan (reused between steps), empty when nothing can run. */
+  schedule(): readonly Scheduled[] {
+    const b = this.batch;
+    b.reset();
+    this.plan.length = 0;
+    let budget = this.limits.maxNumBatchedTokens;
+    // 1. Running sequences: decodes (and unfinished prefills) in admission order.
+    let i = 0;
+    while (i < this.running.length && budget > 0) {
+      const seq = this.running[i]!;
+      const n = Math.min(seq.numPending, budget);
+      if (!this.reserve(seq, n, true)) {
+        // Everything admitted after it is preempted already: it waits for blocks too.
+        this.preempt(seq);
+        continue;
+      }
+      this.place(seq, n);
+      budget -= n;
+      i++;
+    }
+    // 2. Admit waiting sequences in arrival order.
+    while (this.waiting.length > 0 && budget > 0 && this.plan.length < this.limits.maxNumSeqs) {
+      const seq = this.waiting[0]!;
+      const n = Math.min(seq.numPending, budget);
+      if (!this.reserve(seq, n, false)) break;
+      this.waiting.shift();
+      this.running.push(seq);
+      this.place(seq, n);
+      budget -= n;
+    }
+    return this.plan;
+  }
+
+  /** Applies a step's results: tokens computed, sampled ids appended. Returns the sequences that got a token. */
+  commit(tokens: Uint32Array, logprobs: Float32Array): readonly Scheduled[] {
+    for (const s of this.plan) {
+      s.seq.numComputed += s.count;
+      if (s.row >= 0) {
+        s.seq.tokens.push(tokens[s.row]!);
+        s.seq.logprobs.push(logprobs[s.row]!);
+      }
+    }
+    return this.plan;
+  }
+
+  /** KV blocks for tokens [0, numComputed + n); may preempt later-admitted sequences when `preempt`. */
+  private reserve(seq: Sequence, n: number, preempt: boolean): boolean {
+    const B = this.kv.blockSize;
+    const alloc = this.kv.allocator;
+    const need = Math.ceil((seq.numComputed + n) / B) - seq.blocks.length;
+    while (alloc.numFree < need) {
+      if (!preempt) return false;
+      const victim = this.running[this.running.length - 1]!;
+      if (victim === seq) return false;
+      this.preempt(victim);
+    }
+    for (let i = 0; i < need; i++) seq.blocks.push(alloc.allocate());
+    return true;
+  }
+
+  private preempt(seq: Sequence): void {
+    this.running.splice(this.running.indexOf(seq), 1);
+    this.freeBlocks(seq);
+    seq.numComputed = 0;
+    this.waiting.unshift(seq);
+  }
+
+  private freeBlocks(seq: Sequence): void {
+    for (const blk of seq.blocks) this.kv.allocator.release(blk);
+    seq.blocks.length = 0;
+  }
+
+  /** Writes `n` tokens of `seq` starting at numComputed into the batch. */
+  private place(seq: Sequence, n: number): void {
+    const b = this.batch;
+    const B = this.kv.blockSize;
+    const seqRow = b.seqs++;
+    const tableBase = seqRow * b.limits.maxBlocksPerSeq;
+    for (let j = 0; j < seq.blocks.length; j++) b.blockTables[tableBase + j] = seq.blocks[j]!;
+    const start = seq.numComputed;
+    for (let i = 0; i < n; i++) {
+      const pos = start + i;
+      const t = b.tokens++;
+      b.ids[t] = seq.tokens[pos]!;
+      b.positions[t] = pos;
+      b.seqOf[t] = seqRow;
+      b.slots[t] = seq.blocks[Math.floor(pos / B)]! * B + (pos % B);
+    }
+    let row = -1;
+    if (start + n === seq.tokens.length) {
+      row = b.rows++;
+      b.sampleRows[row] = b.tokens - 1;
+      const sp = seq.sampling;
+      b.setSampling(row, {
+        temperature: sp.temperature,
+        topK: sp.topK,
+        topP: sp.topP,
+        minP: sp.minP,
+        seed: sp.seed,
+        counter: seq.numGenerated,
+      });
+    }
+    this.plan.push({ seq, start, count: n, row });
+  }
+}

@@ -1,0 +1,51 @@
+// The paged KV cache on the GPU: per layer one K and one V pool of f32 [numBlocks · blockSize, nkv, hd]; a token
+// of a sequence lives at slot blockTable[pos / blockSize] · blockSize + pos % blockSize.
+
+import type { Gpu } from '../gpu/device.js';
+import type { ModelConfig } from '../model/config-types.js';
+import { BlockAllocator } from './block-allocator.js';
+
+export interface KvPoolOptions {
+  blockSize?: number; // tokens per block, default 16
+  /** Memory for K and V of all layers, in bytes; default 256 MiB. Capped by the per-binding limit. */
+  memoryBytes?: number;
+  /** Exact block count (overrides memoryBytes). */
+  numBlocks?: number;
+}
+
+export class KvPool {
+  readonly blockSize: number;
+  readonly numBlocks: number;
+  readonly k: GPUBuffer[];
+  readonly v: GPUBuffer[];
+  readonly allocator: BlockAllocator;
+  readonly bytesPerToken: number;
+
+  constructor(gpu: Gpu, c: ModelConfig, o: KvPoolOptions = {}) {
+    this.blockSize = o.blockSize ?? 16;
+    const rowBytes = c.numKvHeads * c.headDim * 4; // one token, one layer, K or V
+    this.bytesPerToken = rowBytes * 2 * c.numLayers;
+    const perBinding = Math.min(gpu.info.maxStorageBufferBindingSize, gpu.info.maxBufferSize);
+    const maxBlocks = Math.floor(perBinding / (rowBytes * this.blockSize));
+    const want = o.numBlocks ?? Math.floor((o.memoryBytes ?? 256 * 2 ** 20) / (this.bytesPerToken * this.blockSize));
+    this.numBlocks = Math.max(1, Math.min(maxBlocks, want));
+    const size = this.numBlocks * this.blockSize * rowBytes;
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    this.k = [];
+    this.v = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      this.k.push(gpu.buffer(`kv.k${l}`, size, usage));
+      this.v.push(gpu.buffer(`kv.v${l}`, size, usage));
+    }
+    this.allocator = new BlockAllocator(this.numBlocks);
+  }
+
+  /** Tokens the pool can hold. */
+  get capacityTokens(): number {
+    return this.numBlocks * this.blockSize;
+  }
+
+  destroy(): void {
+    for (const b of [...this.k, ...this.v]) b.destroy();
+  }
+}

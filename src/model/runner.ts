@@ -1,0 +1,240 @@
+// The GPU forward pass of a llama-family model over one step batch: every kernel of the step is recorded in one
+// compute pass and one submit; only the sampled token ids and their logprobs are read back.
+//
+// Per layer (x: residual stream f32 [T, H]):
+//   xn = rmsnorm(x)·w_in;  qkv = xn·W_qkvᵀ (+b);  rope(q, k) and k, v -> paged cache;  a = attention(q, cache)
+//   x += a·W_oᵀ;  xn = rmsnorm(x)·w_post;  m = silu(xn·W_gateᵀ) · (xn·W_upᵀ);  x += m·W_downᵀ
+// Then xs[r] = rmsnorm(x[sampleRows[r]])·w_final; logits = xs·W_lmᵀ; token[r] = sample(logits[r]).
+
+import type { Gpu } from '../gpu/device.js';
+import { pad8 } from '../gpu/tensors.js';
+import type { Op, StepDims } from '../kernels/op.js';
+import { sequence } from '../kernels/op.js';
+import { embedOp } from '../kernels/embed.js';
+import { rmsnormOp } from '../kernels/rmsnorm.js';
+import { matmulOp } from '../kernels/matmul.js';
+import { ropeOp } from '../kernels/rope.js';
+import { attentionOp } from '../kernels/attention.js';
+import { sampleOp } from '../kernels/sample.js';
+import type { KvPool } from '../kv/kv-pool.js';
+import type { ModelConfig } from './config-types.js';
+import type { ModelWeights } from './gpu-weights.js';
+import { ropeTable } from './rope.js';
+import type { StepLimits } from './step-batch.js';
+import { StepBatch } from './step-batch.js';
+
+export interface StepResult {
+  tokens: Uint32Array; // [rows] sampled ids (a view valid until the next step)
+  logprobs: Float32Array; // [rows] log-probability of each sampled id under the raw logits
+}
+
+export class ModelRunner {
+  readonly config: ModelConfig;
+  readonly batch: StepBatch;
+  readonly kv: KvPool;
+  private readonly gpu: Gpu;
+  private readonly forward: Op;
+  private readonly ops: Op[];
+  private readonly buffers: GPUBuffer[];
+  /** f32 [maxRows, pad8(vocab)]: the logits of the last step (read by tests through readLogits). */
+  readonly logits: GPUBuffer;
+  private readonly outTokens: GPUBuffer;
+  private readonly outLogprobs: GPUBuffer;
+  private readonly staging: GPUBuffer;
+  private readonly result: StepResult;
+  private readonly dims: StepDims = { tokens: 0, seqs: 0 };
+
+  private constructor(
+    gpu: Gpu,
+    config: ModelConfig,
+    kv: KvPool,
+    batch: StepBatch,
+    ops: Op[],
+    buffers: GPUBuffer[],
+    io: { logits: GPUBuffer; outTokens: GPUBuffer; outLogprobs: GPUBuffer; staging: GPUBuffer },
+  ) {
+    this.gpu = gpu;
+    this.config = config;
+    this.kv = kv;
+    this.batch = batch;
+    this.ops = ops;
+    this.forward = sequence('forward', ops);
+    this.buffers = buffers;
+    this.logits = io.logits;
+    this.outTokens = io.outTokens;
+    this.outLogprobs = io.outLogprobs;
+    this.staging = io.staging;
+    const maxRows = batch.limits.maxRows;
+    this.result = { tokens: new Uint32Array(maxRows), logprobs: new Float32Array(maxRows) };
+  }
+
+  static async create(
+    gpu: Gpu,
+    c: ModelConfig,
+    w: ModelWeights,
+    kv: KvPool,
+    limits: Omit<StepLimits, 'maxBlocksPerSeq'> & { maxModelLen: number },
+  ): Promise<ModelRunner> {
+    const maxBlocksPerSeq = Math.ceil(limits.maxModelLen / kv.blockSize);
+    const batch = new StepBatch(gpu, { ...limits, maxBlocksPerSeq });
+    const T = limits.maxTokens;
+    const R = limits.maxRows;
+    const H = pad8(c.hiddenSize);
+    const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+    const ldqkv = pad8(qkvWidth);
+    const ldattn = pad8(c.numHeads * c.headDim);
+    const ldmlp = pad8(c.intermediateSize);
+    const ldv = pad8(c.vocabSize);
+    const act = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const buffers: GPUBuffer[] = [];
+    const buf = (label: string, bytes: number, usage = act) => {
+      const b = gpu.buffer(label, bytes, usage);
+      buffers.push(b);
+      return b;
+    };
+    const x = buf('act.x', T * H * 4);
+    const xn = buf('act.xn', T * H * 4);
+    const qkv = buf('act.qkv', T * ldqkv * 4);
+    const attn = buf('act.attn', T * ldattn * 4);
+    const mlp = buf('act.mlp', T * ldmlp * 4);
+    const xs = buf('act.xs', R * H * 4);
+    const logits = buf('act.logits', R * ldv * 4);
+    const outTokens = buf('out.tokens', R * 4);
+    const outLogprobs = buf('out.logprobs', R * 4);
+    const staging = buf('out.staging', R * 8, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    const dummy = buf('dummy', 16);
+    const rot = gpu.upload('rope.table', ropeTable(c, limits.maxModelLen));
+    buffers.push(rot);
+    const dims = batch.dims;
+
+    const ops: Op[] = [await embedOp(gpu, { label: 'embed', E: w.embed, ids: batch.idsBuf, x, ldx: H })];
+    for (let l = 0; l < c.numLayers; l++) {
+      const L = w.layers[l]!;
+      const n = `layer${l}`;
+      ops.push(
+        await rmsnormOp(gpu, { label: `${n}.input_norm`, w: L.inputNorm, x, y: xn, ld: H, eps: c.rmsNormEps }),
+        await matmulOp(gpu, { label: `${n}.qkv`, W: L.qkv, bias: L.qkvBias, x: xn, y: qkv, ldy: ldqkv, epilogue: 'store', dims, dummy }),
+        await ropeOp(gpu, {
+          label: `${n}.rope`,
+          nh: c.numHeads,
+          nkv: c.numKvHeads,
+          hd: c.headDim,
+          ldqkv,
+          eps: c.rmsNormEps,
+          positions: batch.positionsBuf,
+          slots: batch.slotsBuf,
+          rot,
+          qkv,
+          kcache: kv.k[l]!,
+          vcache: kv.v[l]!,
+          qNorm: L.qNorm,
+          kNorm: L.kNorm,
+          dummy,
+        }),
+        await attentionOp(gpu, {
+          label: `${n}.attention`,
+          nh: c.numHeads,
+          nkv: c.numKvHeads,
+          hd: c.headDim,
+          ldq: ldqkv,
+          ldo: ldattn,
+          blockSize: kv.blockSize,
+          maxBlocks: maxBlocksPerSeq,
+          window: c.slidingWindow ?? 0,
+          positions: batch.positionsBuf,
+          seqOf: batch.seqOfBuf,
+          blockTables: batch.blockTablesBuf,
+          q: qkv,
+          kcache: kv.k[l]!,
+          vcache: kv.v[l]!,
+          o: attn,
+        }),
+        await matmulOp(gpu, { label: `${n}.o`, W: L.o, bias: L.oBias, x: attn, y: x, ldy: H, epilogue: 'add', dims, dummy }),
+        await rmsnormOp(gpu, { label: `${n}.post_norm`, w: L.postNorm, x, y: xn, ld: H, eps: c.rmsNormEps }),
+        await matmulOp(gpu, { label: `${n}.gate_up`, W: L.gate, W2: L.up, x: xn, y: mlp, ldy: ldmlp, epilogue: 'swiglu', dims, dummy }),
+        await matmulOp(gpu, { label: `${n}.down`, W: L.down, x: mlp, y: x, ldy: H, epilogue: 'add', dims, dummy }),
+      );
+    }
+    ops.push(
+      await rmsnormOp(gpu, { label: 'final_norm', w: w.finalNorm, x, y: xs, ld: H, eps: c.rmsNormEps, rows: batch.sampleRowsBuf }),
+      await matmulOp(gpu, { label: 'lm_head', W: w.lmHead, x: xs, y: logits, ldy: ldv, epilogue: 'store', rows: 'seqs', dims, dummy }),
+      await sampleOp(gpu, {
+        label: 'sample',
+        vocab: c.vocabSize,
+        ld: ldv,
+        logits,
+        sampling: batch.samplingBuf,
+        tokens: outTokens,
+        logprobs: outLogprobs,
+      }),
+    );
+    return new ModelRunner(gpu, c, kv, batch, ops, buffers, { logits, outTokens, outLogprobs, staging });
+  }
+
+  /**
+   * Runs the step described by `batch` (filled by the caller) and returns the sampled rows. One submit; the
+   * readback is the only wait.
+   */
+  async step(): Promise<StepResult> {
+    this.gpu.check();
+    const b = this.batch;
+    b.upload(this.gpu.queue);
+    this.dims.tokens = b.tokens;
+    this.dims.seqs = b.rows;
+    const enc = this.gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    this.forward.encode(pass, this.dims);
+    pass.end();
+    const R = b.rows;
+    if (R > 0) {
+      enc.copyBufferToBuffer(this.outTokens, 0, this.staging, 0, R * 4);
+      enc.copyBufferToBuffer(this.outLogprobs, 0, this.staging, R * 4, R * 4);
+    }
+    this.gpu.queue.submit([enc.finish()]);
+    if (R === 0) return this.result;
+    await this.staging.mapAsync(GPUMapMode.READ, 0, R * 8);
+    const mapped = this.staging.getMappedRange(0, R * 8);
+    this.result.tokens.set(new Uint32Array(mapped, 0, R));
+    this.result.logprobs.set(new Float32Array(mapped, R * 4, R));
+    this.staging.unmap();
+    return this.result;
+  }
+
+  /**
+   * Runs the step in `batch` one kernel per submit and returns each kernel's wall time in ms (CPU-timed around
+   * submit + onSubmittedWorkDone, so each includes one submit's fixed cost). For benchmarks and tuning only.
+   */
+  async profileStep(): Promise<{ label: string; ms: number }[]> {
+    const b = this.batch;
+    b.upload(this.gpu.queue);
+    this.dims.tokens = b.tokens;
+    this.dims.seqs = b.rows;
+    await this.gpu.queue.onSubmittedWorkDone();
+    const out: { label: string; ms: number }[] = [];
+    for (const op of this.ops) {
+      const t0 = performance.now();
+      const enc = this.gpu.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      op.encode(pass, this.dims);
+      pass.end();
+      this.gpu.queue.submit([enc.finish()]);
+      await this.gpu.queue.onSubmittedWorkDone();
+      out.push({ label: op.label, ms: performance.now() - t0 });
+    }
+    return out;
+  }
+
+  /** The logits rows of the last step, f32 [rows, vocab] (tests and debugging). */
+  async readLogits(rows: number): Promise<Float32Array> {
+    const ldv = pad8(this.config.vocabSize);
+    const all = new Float32Array(await this.gpu.read(this.logits, 0, rows * ldv * 4));
+    const out = new Float32Array(rows * this.config.vocabSize);
+    for (let r = 0; r < rows; r++) out.set(all.subarray(r * ldv, r * ldv + this.config.vocabSize), r * this.config.vocabSize);
+    return out;
+  }
+
+  destroy(): void {
+    for (const b of this.buffers) b.destroy();
+    this.batch.destroy();
+  }
+}

@@ -1,0 +1,124 @@
+// The inputs of one forward step, sized once for the largest step: CPU arrays the scheduler fills, and the GPU
+// buffers they are copied into before the step's single submit. Nothing here is allocated per step.
+//
+// A step holds T token rows (prefill chunks and decode tokens of several sequences, in any order) and R sample
+// rows: sampleRows[r] is the token row whose logits row r samples with sampling parameters r.
+
+import type { Gpu } from '../gpu/device.js';
+import { SEQ_SAMPLING_BYTES, writeSeqSampling } from '../kernels/sample.js';
+
+export interface StepLimits {
+  maxTokens: number; // token rows per step
+  maxRows: number; // sampled rows per step (>= sequences per step)
+  maxSeqs: number; // sequences (block-table rows) per step
+  maxBlocksPerSeq: number; // block-table row length
+}
+
+export interface SamplingRow {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  seed: number;
+  counter: number;
+}
+
+export class StepBatch {
+  readonly limits: StepLimits;
+  // CPU side, filled by the caller for rows [0, tokens) / [0, rows) / [0, seqs).
+  readonly ids: Uint32Array; // [maxTokens] token ids
+  readonly positions: Uint32Array; // [maxTokens] position in its sequence
+  readonly seqOf: Uint32Array; // [maxTokens] block-table row of the token's sequence
+  readonly slots: Uint32Array; // [maxTokens] KV slot the token's k/v are written to
+  readonly blockTables: Uint32Array; // [maxSeqs, maxBlocksPerSeq]
+  readonly sampleRows: Uint32Array; // [maxRows] token row sampled by each sample row
+  private readonly samplingBytes: ArrayBuffer; // [maxRows] struct SeqSampling
+  private readonly samplingF32: Float32Array;
+  private readonly samplingU32: Uint32Array;
+  private readonly dimsCpu = new Uint32Array(4);
+  tokens = 0;
+  rows = 0;
+  seqs = 0;
+
+  // GPU side.
+  readonly dims: GPUBuffer; // uniform {tokens, seqs (= sample rows)}
+  readonly idsBuf: GPUBuffer;
+  readonly positionsBuf: GPUBuffer;
+  readonly seqOfBuf: GPUBuffer;
+  readonly slotsBuf: GPUBuffer;
+  readonly blockTablesBuf: GPUBuffer;
+  readonly sampleRowsBuf: GPUBuffer;
+  readonly samplingBuf: GPUBuffer;
+
+  constructor(gpu: Gpu, limits: StepLimits) {
+    this.limits = limits;
+    const { maxTokens, maxRows, maxSeqs, maxBlocksPerSeq } = limits;
+    this.ids = new Uint32Array(maxTokens);
+    this.positions = new Uint32Array(maxTokens);
+    this.seqOf = new Uint32Array(maxTokens);
+    this.slots = new Uint32Array(maxTokens);
+    this.blockTables = new Uint32Array(maxSeqs * maxBlocksPerSeq);
+    this.sampleRows = new Uint32Array(maxRows);
+    this.samplingBytes = new ArrayBuffer(maxRows * SEQ_SAMPLING_BYTES);
+    this.samplingF32 = new Float32Array(this.samplingBytes);
+    this.samplingU32 = new Uint32Array(this.samplingBytes);
+    const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+    this.dims = gpu.buffer('step.dims', 16, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    this.idsBuf = gpu.buffer('step.ids', maxTokens * 4, storage);
+    this.positionsBuf = gpu.buffer('step.positions', maxTokens * 4, storage);
+    this.seqOfBuf = gpu.buffer('step.seqOf', maxTokens * 4, storage);
+    this.slotsBuf = gpu.buffer('step.slots', maxTokens * 4, storage);
+    this.blockTablesBuf = gpu.buffer('step.blockTables', this.blockTables.byteLength, storage);
+    this.sampleRowsBuf = gpu.buffer('step.sampleRows', maxRows * 4, storage);
+    this.samplingBuf = gpu.buffer('step.sampling', this.samplingBytes.byteLength, storage);
+  }
+
+  /** Starts filling a new step. */
+  reset(): void {
+    this.tokens = 0;
+    this.rows = 0;
+    this.seqs = 0;
+  }
+
+  setSampling(row: number, v: SamplingRow): void {
+    writeSeqSampling(this.samplingF32, this.samplingU32, row, v);
+  }
+
+  /** Copies the used part of every array to the GPU (queued before the step's submit). */
+  upload(queue: GPUQueue): void {
+    const { tokens: T, rows: R, seqs: S } = this;
+    const L = this.limits;
+    if (T > L.maxTokens || R > L.maxRows || S > L.maxSeqs) {
+      throw new Error(`step of ${T} tokens / ${R} rows / ${S} seqs exceeds limits ${JSON.stringify(L)}`);
+    }
+    this.dimsCpu[0] = T;
+    this.dimsCpu[1] = R;
+    queue.writeBuffer(this.dims, 0, this.dimsCpu);
+    if (T > 0) {
+      queue.writeBuffer(this.idsBuf, 0, this.ids, 0, T);
+      queue.writeBuffer(this.positionsBuf, 0, this.positions, 0, T);
+      queue.writeBuffer(this.seqOfBuf, 0, this.seqOf, 0, T);
+      queue.writeBuffer(this.slotsBuf, 0, this.slots, 0, T);
+    }
+    if (S > 0) queue.writeBuffer(this.blockTablesBuf, 0, this.blockTables, 0, S * L.maxBlocksPerSeq);
+    if (R > 0) {
+      queue.writeBuffer(this.sampleRowsBuf, 0, this.sampleRows, 0, R);
+      queue.writeBuffer(this.samplingBuf, 0, this.samplingBytes, 0, R * SEQ_SAMPLING_BYTES);
+    }
+  }
+
+  destroy(): void {
+    for (const b of [
+      this.dims,
+      this.idsBuf,
+      this.positionsBuf,
+      this.seqOfBuf,
+      this.slotsBuf,
+      this.blockTablesBuf,
+      this.sampleRowsBuf,
+      this.samplingBuf,
+    ]) {
+      b.destroy();
+    }
+  }
+}
