@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'ARCH_UNSUPPORTED' // model_type / architectures not in the registry
   | 'WEIGHTS_MISMATCH' // a tensor is missing, unexpected, or has the wrong shape for the model
   | 'FILE_NOT_FOUND' // a file or directory that was named does not exist
+  | 'IO_ERROR' // reading a file that exists failed (HTTP status, short read, server ignoring the protocol)
   | 'HUB_ERROR' // Hugging Face Hub download / cache problem
   | 'GPU_UNAVAILABLE' // no WebGPU adapter/device
   | 'GPU_ERROR' // a WGSL compile, pipeline or validation error, or the device was lost

@@ -40,6 +40,8 @@ export interface LLMOptions {
   onProgress?: (p: LoadProgress) => void;
   /** Where load-time warnings go (default console.warn). */
   onWarning?: (message: string) => void;
+  /** Run on this device instead of creating one (it stays open after close()). */
+  gpu?: Gpu;
 }
 
 export type Prompt = string | { prompt: string } | { promptIds: number[] };
@@ -57,7 +59,8 @@ export class LLM {
   readonly info: LLMInfo;
   readonly tokenizer: Tokenizer | null;
   private readonly engine: Engine;
-  private readonly gpu: Gpu;
+  /** The device, when this LLM created it (and so destroys it on close). */
+  private readonly gpu: Gpu | null;
   private readonly weights: ModelWeights;
   private readonly runner: ModelRunner;
   private readonly kv: KvPool;
@@ -66,7 +69,7 @@ export class LLM {
   private constructor(
     info: LLMInfo,
     tokenizer: Tokenizer | null,
-    parts: { engine: Engine; gpu: Gpu; weights: ModelWeights; runner: ModelRunner; kv: KvPool },
+    parts: { engine: Engine; gpu: Gpu | null; weights: ModelWeights; runner: ModelRunner; kv: KvPool },
   ) {
     this.info = info;
     this.tokenizer = tokenizer;
@@ -84,17 +87,22 @@ export class LLM {
     const { loaded, ckpt } = await loadModelFiles(files);
     loaded.warnings.forEach(warn);
     const c = loaded.config;
-    const gpu = await Gpu.create();
+    const ownGpu = !options.gpu;
+    const gpu = options.gpu ?? (await Gpu.create());
     try {
       const weights = await uploadModelWeights(gpu, c, ckpt, options.onProgress);
       await ckpt.close();
-      const kv = new KvPool(gpu, c, { blockSize: options.blockSize, memoryBytes: options.kvCacheBytes });
       let maxModelLen = options.maxModelLen ?? Math.min(c.maxPositionEmbeddings, 4096);
+      const maxNumSeqs = options.maxNumSeqs ?? 64;
+      const kv = new KvPool(gpu, c, {
+        blockSize: options.blockSize,
+        memoryBytes: options.kvCacheBytes,
+        maxTokens: maxNumSeqs * maxModelLen,
+      });
       if (maxModelLen > kv.capacityTokens) {
         warn(`maxModelLen ${maxModelLen} exceeds the KV cache (${kv.capacityTokens} tokens); using ${kv.capacityTokens}`);
         maxModelLen = kv.capacityTokens;
       }
-      const maxNumSeqs = options.maxNumSeqs ?? 64;
       const maxNumBatchedTokens = Math.max(options.maxNumBatchedTokens ?? 256, maxNumSeqs);
       const runner = await ModelRunner.create(gpu, c, weights, kv, {
         maxTokens: maxNumBatchedTokens,
@@ -111,9 +119,9 @@ export class LLM {
         maxModelLen,
         weightBytes: weights.bytesPerToken,
       };
-      return new LLM(info, loaded.tokenizer, { engine, gpu, weights, runner, kv });
+      return new LLM(info, loaded.tokenizer, { engine, gpu: ownGpu ? gpu : null, weights, runner, kv });
     } catch (e) {
-      gpu.destroy();
+      if (ownGpu) gpu.destroy();
       throw e;
     }
   }
@@ -179,7 +187,7 @@ export class LLM {
     this.runner.destroy();
     this.kv.destroy();
     this.weights.destroy();
-    this.gpu.destroy();
+    this.gpu?.destroy();
   }
 
   private checkOpen(): void {

@@ -11,6 +11,8 @@ export interface KvPoolOptions {
   memoryBytes?: number;
   /** Exact block count (overrides memoryBytes). */
   numBlocks?: number;
+  /** Never more blocks than these many tokens need (e.g. maxNumSeqs × maxModelLen). */
+  maxTokens?: number;
 }
 
 export class KvPool {
@@ -27,7 +29,8 @@ export class KvPool {
     this.bytesPerToken = rowBytes * 2 * c.numLayers;
     const perBinding = Math.min(gpu.info.maxStorageBufferBindingSize, gpu.info.maxBufferSize);
     const maxBlocks = Math.floor(perBinding / (rowBytes * this.blockSize));
-    const want = o.numBlocks ?? Math.floor((o.memoryBytes ?? 256 * 2 ** 20) / (this.bytesPerToken * this.blockSize));
+    const budget = Math.floor((o.memoryBytes ?? 256 * 2 ** 20) / (this.bytesPerToken * this.blockSize));
+    const want = o.numBlocks ?? Math.min(budget, o.maxTokens ? Math.ceil(o.maxTokens / this.blockSize) : budget);
     this.numBlocks = Math.max(1, Math.min(maxBlocks, want));
     const size = this.numBlocks * this.blockSize * rowBytes;
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
