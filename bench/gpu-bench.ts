@@ -1,0 +1,96 @@
+// Micro-benchmarks of single kernels: the streaming ceiling of a plain read kernel and the achieved bandwidth of
+// the decode GEMV (matmul with one row) on realistic shapes. Timed as many dispatches in one submit, best of a
+// few repetitions, so per-submit costs are amortized and noise is trimmed.
+
+import { readFileSync } from 'node:fs';
+import type { Gpu } from '../src/gpu/device.js';
+import type { DType } from '../src/io/dtype.js';
+import { DTYPE_BYTES } from '../src/io/dtype.js';
+import { uploadMatrix } from '../src/gpu/tensors.js';
+import { matmulOp } from '../src/kernels/matmul.js';
+import type { Op } from '../src/kernels/op.js';
+
+const READ_WGSL = readFileSync(new URL('./read.wgsl', import.meta.url), 'utf8');
+
+/** Wall time of `reps` dispatches of `op` in one submit, best of `trials`, in ms per dispatch. */
+export async function timeOp(gpu: Gpu, encode: (pass: GPUComputePassEncoder) => void, reps: number, trials = 5): Promise<number> {
+  let best = Infinity;
+  for (let t = 0; t < trials + 1; t++) {
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (let i = 0; i < reps; i++) encode(pass);
+    pass.end();
+    const t0 = performance.now();
+    gpu.queue.submit([enc.finish()]);
+    await gpu.queue.onSubmittedWorkDone();
+    const ms = (performance.now() - t0) / reps;
+    if (t > 0) best = Math.min(best, ms); // the first trial warms up
+  }
+  return best;
+}
+
+export async function streamingCeiling(gpu: Gpu, bytes = 64 * 2 ** 20): Promise<{ gbps: number; bytes: number }> {
+  const module = gpu.device.createShaderModule({ code: READ_WGSL, label: 'bench.read' });
+  const src = gpu.buffer('bench.src', bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+  gpu.queue.writeBuffer(src, 0, new Float32Array(bytes / 4).fill(1));
+  let best = 0;
+  for (const [wg, per] of [
+    [256, 64],
+    [64, 256],
+    [128, 128],
+    [256, 16],
+  ] as const) {
+    const groups = Math.ceil(bytes / 16 / (wg * per));
+    const out = gpu.buffer('bench.out', groups * 4, GPUBufferUsage.STORAGE);
+    const pipeline = await gpu.device.createComputePipelineAsync({
+      layout: 'auto',
+      compute: { module, entryPoint: 'main', constants: { WG: wg, PER_THREAD: per } },
+    });
+    const bg = gpu.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: src } },
+        { binding: 1, resource: { buffer: out } },
+      ],
+    });
+    const ms = await timeOp(
+      gpu,
+      (pass) => {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bg);
+        pass.dispatchWorkgroups(groups);
+      },
+      10,
+    );
+    best = Math.max(best, bytes / ms / 1e6);
+    out.destroy();
+  }
+  src.destroy();
+  return { gbps: best, bytes };
+}
+
+export interface GemvResult {
+  shape: string; // N x K (W is [N, K], HF [out, in])
+  dtype: DType;
+  us: number; // per dispatch
+  gbps: number; // weight bytes / time
+}
+
+export async function gemv(gpu: Gpu, N: number, K: number, dtype: DType): Promise<GemvResult> {
+  const bytes = new Uint8Array(N * K * DTYPE_BYTES[dtype]);
+  // Small finite values in every dtype: 0x3c00 is 1.0 in f16; for f32/bf16 0x3c003c00 is a small normal number.
+  new Uint16Array(bytes.buffer).fill(0x3c00);
+  const W = uploadMatrix(gpu, `bench.W${N}x${K}`, bytes, dtype, N, K);
+  const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+  const x = gpu.buffer('bench.x', W.colsPadded * 4, usage);
+  const y = gpu.buffer('bench.y', N * 4, usage);
+  const dims = gpu.buffer('bench.dims', 16, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+  gpu.queue.writeBuffer(dims, 0, new Uint32Array([1, 1, 0, 0]));
+  const dummy = gpu.buffer('bench.dummy', 16, usage);
+  const op: Op = await matmulOp(gpu, { label: 'bench.gemv', W, x, y, ldy: N, epilogue: 'store', dims, dummy });
+  const weightBytes = W.parts.reduce((a, p) => a + p.buffer.size, 0);
+  const reps = Math.max(3, Math.min(50, Math.round(2e8 / weightBytes)));
+  const ms = await timeOp(gpu, (pass) => op.encode(pass, { tokens: 1, seqs: 1 }), reps);
+  for (const b of [x, y, dims, dummy, ...W.parts.map((p) => p.buffer)]) b.destroy();
+  return { shape: `${N}x${K}`, dtype, us: ms * 1000, gbps: weightBytes / ms / 1e6 };
+}

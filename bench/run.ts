@@ -1,0 +1,102 @@
+// `npm run bench`: performance figures as one JSON document on stdout (progress on stderr). Ratios are measured
+// within this one run, so they hold on noisy machines; absolute numbers are for this machine only.
+//
+// Sections: device; streaming ceiling of a plain read kernel; decode GEMV bandwidth on realistic shapes in
+// f32/f16/bf16; decode tokens/s at batch 1 on a SmolLM2-135M-shaped synthetic model against its roofline
+// (weight bytes per token / ceiling). `summary` holds the named figures that issues track.
+
+import { setPlatform } from '../src/platform/platform.js';
+import { nodePlatform } from '../src/platform/node.js';
+import { Gpu } from '../src/gpu/device.js';
+import type { DType } from '../src/io/dtype.js';
+import { LLM } from '../src/engine/llm.js';
+import { gemv, streamingCeiling, type GemvResult } from './gpu-bench.js';
+import { SMOLLM2_135M, syntheticModel } from './synthetic.js';
+
+setPlatform(nodePlatform);
+const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
+const quick = process.argv.includes('--quick');
+
+const GEMV_SHAPES: [number, number][] = [
+  [576, 1536],
+  [1536, 576],
+  [49152, 576],
+  [2048, 8192],
+  [8192, 2048],
+];
+const DTYPES: DType[] = ['F32', 'F16', 'BF16'];
+
+async function decodeBench(gpu: Gpu, dtype: DType, ceilingGbps: number) {
+  const llm = await LLM.load(syntheticModel(SMOLLM2_135M, dtype), { gpu, maxModelLen: 512, maxNumSeqs: 16 });
+  try {
+    const n = quick ? 16 : 48;
+    const prompt = { promptIds: Array.from({ length: 16 }, (_, i) => 1 + i * 7) };
+    await llm.generate(prompt, { maxTokens: 4, temperature: 0, ignoreEos: true }); // warm-up: pipelines, first use
+    const stamps: number[] = [];
+    for await (const c of llm.stream(prompt, { maxTokens: n, temperature: 0, ignoreEos: true })) {
+      if (c.tokenIds.length) stamps.push(performance.now());
+    }
+    const msPerToken = (stamps.at(-1)! - stamps[0]!) / (stamps.length - 1);
+    const tps = 1000 / msPerToken;
+    const rooflineTps = (ceilingGbps * 1e9) / llm.info.weightBytes;
+    return {
+      model: 'SmolLM2-135M shapes, random weights',
+      dtype,
+      weight_bytes_per_token: llm.info.weightBytes,
+      ms_per_token: +msPerToken.toFixed(3),
+      tokens_per_s: +tps.toFixed(1),
+      roofline_tokens_per_s: +rooflineTps.toFixed(1),
+      roofline_ratio: +(tps / rooflineTps).toFixed(3),
+    };
+  } finally {
+    await llm.close();
+  }
+}
+
+async function main() {
+  const gpu = await Gpu.create();
+  const t0 = performance.now();
+  try {
+    log('streaming ceiling');
+    const ceiling = await streamingCeiling(gpu);
+    log(`ceiling ${ceiling.gbps.toFixed(2)} GB/s`);
+    const gemvs: (GemvResult & { ceiling_ratio: number })[] = [];
+    for (const dtype of DTYPES) {
+      for (const [N, K] of GEMV_SHAPES) {
+        const r = await gemv(gpu, N, K, dtype);
+        gemvs.push({ ...r, us: +r.us.toFixed(1), gbps: +r.gbps.toFixed(2), ceiling_ratio: +(r.gbps / ceiling.gbps).toFixed(3) });
+        log(`gemv ${r.shape} ${dtype}: ${r.gbps.toFixed(2)} GB/s`);
+      }
+    }
+    const decode = [];
+    for (const dtype of ['BF16', 'F32'] as DType[]) {
+      log(`decode ${dtype}`);
+      decode.push(await decodeBench(gpu, dtype, ceiling.gbps));
+      log(`decode ${dtype}: ${decode.at(-1)!.tokens_per_s} tok/s`);
+    }
+    const worstF32 = Math.min(...gemvs.filter((g) => g.dtype === 'F32').map((g) => g.ceiling_ratio));
+    const report = {
+      device: {
+        description: gpu.info.description || `${gpu.info.vendor} ${gpu.info.architecture} ${gpu.info.device}`.trim(),
+        vendor: gpu.info.vendor,
+        architecture: gpu.info.architecture,
+        features: gpu.info.features,
+        subgroup_size: [gpu.info.subgroupMinSize, gpu.info.subgroupMaxSize],
+        max_storage_binding_bytes: gpu.info.maxStorageBufferBindingSize,
+      },
+      streaming_ceiling_gbps: +ceiling.gbps.toFixed(2),
+      gemv: gemvs,
+      decode_batch1: decode,
+      summary: {
+        gemv_ceiling_ratio: worstF32,
+        decode_roofline_ratio: decode.find((d) => d.dtype === 'BF16')!.roofline_ratio,
+      },
+      seconds: +((performance.now() - t0) / 1000).toFixed(1),
+    };
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  } finally {
+    gpu.destroy();
+  }
+}
+
+await main();
