@@ -22,7 +22,6 @@ struct Params {
   yOffset: u32, // first y column written by this dispatch (elements; split weights)
   mFromSeqs: u32, // 1: M = dims.seqs (lm_head over sampled rows), 0: M = dims.tokens
   biasOffset: u32, // first bias element for this dispatch (elements)
-  bias2Offset: u32, // first up-projection bias element (EPILOGUE 2)
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -32,6 +31,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<u32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 @group(0) @binding(6) var<storage, read> W2: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> bias2: array<u32>; // up-projection bias (EPILOGUE 2)
 
 var<workgroup> red: array<f32, 512>; // [2 * ROWS][WG] partial sums
 
@@ -60,9 +60,11 @@ fn wchunk(n: u32, c: u32, up: bool) -> array<vec4<f32>, 2> {
     bitcast<vec4<f32>>(vec4<u32>(lo.z, hi.z, lo.w, hi.w)));
 }
 
-fn loadBias(i: u32) -> f32 {
-  if (WDTYPE == 0u) { return bitcast<f32>(bias[i]); }
-  let w = bias[i / 2u];
+fn loadBias(i: u32, up: bool) -> f32 {
+  var w: u32;
+  let wi = select(i / 2u, i, WDTYPE == 0u);
+  if (up) { w = bias2[wi]; } else { w = bias[wi]; }
+  if (WDTYPE == 0u) { return bitcast<f32>(w); }
   if (WDTYPE == 1u) { return unpack2x16float(w)[i % 2u]; }
   return bitcast<f32>(select(w << 16u, w & 0xffff0000u, i % 2u == 1u));
 }
@@ -109,7 +111,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if (tid < ROWS && m < M && n0 + tid < p.N) {
       let n = n0 + tid;
       var v = red[tid * WG];
-      if (HAS_BIAS) { v += loadBias(p.biasOffset + n); }
+      if (HAS_BIAS) { v += loadBias(p.biasOffset + n, false); }
       let yi = m * p.ldy + p.yOffset + n;
       if (EPILOGUE == 0u) {
         y[yi] = v;
@@ -117,7 +119,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         y[yi] += v;
       } else {
         var u = red[(tid + ROWS) * WG];
-        if (HAS_BIAS) { u += loadBias(p.bias2Offset + n); }
+        if (HAS_BIAS) { u += loadBias(p.biasOffset + n, true); }
         y[yi] = silu(v) * u;
       }
     }

@@ -46,7 +46,8 @@ fn pcg(v: u32) -> u32 {
 
 // Float -> u32 key with the same order (negative floats flipped).
 fn key(v: f32) -> u32 {
-  let b = bitcast<u32>(v);
+  var b = bitcast<u32>(v);
+  if (b == 0x80000000u) { b = 0u; } // -0 and +0 are equal
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
 }
 fn unkey(k: u32) -> f32 {
@@ -96,10 +97,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   let greedy = sp_.temperature <= 0.0;
   let invT = select(1.0 / sp_.temperature, 1.0, greedy);
 
-  // Max and argmax of the raw logits (each thread keeps its first maximum).
-  var bestV = -3.4e38;
+  // Max and argmax of the raw logits: each thread keeps the first maximum of its elements (starting from its
+  // first element, so a row of -inf still yields an index). A thread with no element holds logit 0's value
+  // with index 'none': it never changes the max and loses every tie to thread 0.
+  var bestV = logits[row];
   var bestI = 0xffffffffu;
-  for (var i = tid; i < p.V; i += WG) {
+  if (tid < p.V) { bestV = logits[row + tid]; bestI = tid; }
+  for (var i = tid + WG; i < p.V; i += WG) {
     let v = logits[row + i];
     if (v > bestV) { bestV = v; bestI = i; }
   }

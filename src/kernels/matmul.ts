@@ -21,7 +21,6 @@ const PARAMS = {
   yOffset: 'u32', // first y column (elements)
   mFromSeqs: 'u32', // 1: M = dims.seqs
   biasOffset: 'u32', // first bias element (elements)
-  bias2Offset: 'u32', // first up-bias element (elements)
 } as const;
 
 const EPILOGUE = { store: 0, add: 1, swiglu: 2 } as const;
@@ -70,7 +69,6 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
           yOffset: (s.yOffset ?? 0) + part.rowStart,
           mFromSeqs: fromSeqs ? 1 : 0,
           biasOffset: part.rowStart,
-          bias2Offset: part.rowStart,
         });
         const bg = bindGroup(gpu.device, pipeline, `${s.label}.bg${i}`, {
           0: s.dims,
@@ -80,6 +78,7 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
           4: s.bias?.buffer ?? s.dummy,
           5: s.y,
           6: s.W2?.parts[i]!.buffer ?? s.dummy,
+          7: s.bias2?.buffer ?? s.dummy,
         });
         return { bg, groups: Math.ceil(part.rows / ROWS) };
       });

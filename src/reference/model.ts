@@ -20,9 +20,15 @@ interface LayerWeights {
 
 /**
  * LoRA deltas for one sequence, keyed by HF module path without `.weight`, e.g.
- * `model.layers.0.self_attn.q_proj`. Modules without an entry run the base weights only.
+ * `model.layers.0.self_attn.q_proj`, `lm_head`, `model.embed_tokens`. Modules without an entry run the base
+ * weights only. The `model.embed_tokens` delta follows peft's Embedding: a [rank, vocab], b [hidden, rank], and
+ * token t's embedding row gains scale · b·a[:, t] (see loraEmbedding).
  */
 export type ReferenceLora = ReadonlyMap<string, LoraDelta>;
+
+/** Module paths of the LoRA targets outside the decoder layers. */
+const EMBED_LORA = 'model.embed_tokens';
+const LM_HEAD_LORA = 'lm_head';
 
 /**
  * Intermediate activations forward() can report, for locating where a GPU path first departs from the reference.
@@ -120,6 +126,8 @@ export class ReferenceModel {
     const { hiddenSize: hidden, numHeads, numKvHeads, headDim, rmsNormEps: eps } = cfg;
     const kvDim = numKvHeads * headDim;
     let x = embedding(this.embed, hidden, tokenIds); // [n, hidden]; checks the ids before the cache changes
+    const embedLora = seq.lora?.get(EMBED_LORA);
+    if (embedLora) x = loraEmbedding(this.embed, hidden, tokenIds, embedLora);
     for (let l = 0; l < cfg.numLayers; l++) {
       seq.keys[l]!.length = startPos;
       seq.values[l]!.length = startPos;
@@ -159,6 +167,25 @@ export class ReferenceModel {
     }
     const normed = rmsnorm(x, this.finalNorm, eps);
     trace?.('final_norm', -1, normed);
-    return linear(normed, n, this.lmHead);
+    return linear(normed, n, this.lmHead, seq.lora?.get(LM_HEAD_LORA) ?? null);
   }
+}
+
+/**
+ * Embedding rows with peft's embedding LoRA, [ids.length, dim]: row t = table[id] + scale · Σ_r b[:, r]·a[r, id],
+ * with a [rank, vocab] and b [dim, rank] (peft: F.embedding(ids, aᵀ) @ bᵀ · scale). The shrink is a gather, so
+ * exact; each output sums in f64 and rounds to f32 once. Call after embedding() has checked the ids.
+ */
+function loraEmbedding(table: Float32Array, dim: number, ids: readonly number[], lora: LoraDelta): Float32Array {
+  const vocab = table.length / dim;
+  const { a, b, rank, scale } = lora;
+  const out = new Float32Array(ids.length * dim);
+  ids.forEach((id, t) => {
+    for (let j = 0; j < dim; j++) {
+      let d = 0;
+      for (let r = 0; r < rank; r++) d += b[j * rank + r]! * a[r * vocab + id]!;
+      out[t * dim + j] = table[id * dim + j]! + scale * d;
+    }
+  });
+  return out;
 }
