@@ -17,3 +17,7 @@ export { openCheckpoint } from './io/checkpoint.js';
 export { writeSafetensors } from './io/safetensors-write.js';
 export type { ModelConfig } from './model/config-types.js';
 export type { HubOptions, Platform } from './platform/platform.js';
+export { loadLoraAdapter, toReferenceLora } from './lora/adapter.js';
+export type { LoraAdapter, LoraModule } from './lora/adapter.js';
+export { AdapterRegistry } from './lora/cpu-cache.js';
+export { mergeModelFolder } from './lora/merge.js';

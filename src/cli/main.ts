@@ -4,16 +4,20 @@ import { setPlatform } from '../platform/platform.js';
 import { nodePlatform } from '../platform/node.js';
 import { isPolyloraError } from '../errors.js';
 import { GENERATE_USAGE, generateCommand } from './generate.js';
+import { MERGE_USAGE, mergeCommand } from './merge.js';
 
 const USAGE = `polylora — many LoRA adapters on one base model, on WebGPU
 
 usage:
   ${GENERATE_USAGE.split('\n').join('\n  ')}
 
+  ${MERGE_USAGE.split('\n').join('\n  ')}
+
 Run \`polylora <command> --help\` for a command's options.`;
 
 const COMMANDS: Record<string, { usage: string; run: (argv: string[]) => Promise<void> }> = {
   generate: { usage: GENERATE_USAGE, run: generateCommand },
+  merge: { usage: MERGE_USAGE, run: mergeCommand },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { PolyloraError } from '../errors.js';
 import type { DType } from '../io/dtype.js';
 import { resolveModelFiles } from '../engine/load.js';
+import { defaultAdapterName } from '../lora/adapter.js';
 import { mergeModelFolder, type MergeSink } from '../lora/merge.js';
 import { num, str, usageError } from './args.js';
 
@@ -67,7 +68,7 @@ export async function mergeCommand(argv: string[]): Promise<void> {
   const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp-${randomUUID()}`);
   await mkdir(tmp);
   try {
-    const report = await mergeModelFolder(baseTree, adapterTree, dirSink(tmp), { scale, dtype, baseName: model });
+    const report = await mergeModelFolder(baseTree, adapterTree, dirSink(tmp), { scale, dtype, baseName: model, adapterName: defaultAdapterName(lora) });
     for (const w of report.warnings) process.stderr.write(`polylora merge: warning: ${w}\n`);
     if (existing) {
       const old = join(dirname(outDir), `.${basename(outDir)}.old-${randomUUID()}`);

@@ -182,7 +182,7 @@ export async function loadLoraAdapter(tree: FileTree, config: ModelConfig, optio
       byteSize += a.bytes.byteLength + b.bytes.byteLength;
       modules.set(p.base.path, { ...p.base, rank: p.rank, alpha: p.alpha, scale: p.scale, a, b });
     }
-    const name = options.name ?? defaultName(tree.label);
+    const name = options.name ?? defaultAdapterName(tree.label);
     const adapter: LoraAdapter = {
       name,
       source: tree.label,
@@ -200,15 +200,15 @@ export async function loadLoraAdapter(tree: FileTree, config: ModelConfig, optio
   }
 }
 
-/** `org/name@rev`, `/a/b/name/` -> `name`. */
-function defaultName(label: string): string {
+/** The default adapter name for a folder or Hub id: `org/name@rev`, `/a/b/name/` -> `name`. */
+export function defaultAdapterName(label: string): string {
   const noRev = label.replace(/@[^/]*$/, '').replace(/[\\/]+$/, '');
   return noRev.slice(Math.max(noRev.lastIndexOf('/'), noRev.lastIndexOf('\\')) + 1) || label;
 }
 
 /** Last path component, lower case, without @revision: the loose identity of a model name or folder. */
 export function looseModelName(nameOrPath: string): string {
-  return defaultName(nameOrPath.trim()).toLowerCase();
+  return defaultAdapterName(nameOrPath.trim()).toLowerCase();
 }
 
 // ---- tensor names ----
@@ -260,7 +260,7 @@ interface ModulePlan {
 }
 
 interface Problem {
-  code: 'WEIGHTS_MISMATCH' | 'SAFETENSORS_INVALID' | 'CONFIG_INVALID' | 'INVALID_ARGUMENT';
+  code: 'WEIGHTS_MISMATCH' | 'CONFIG_INVALID' | 'INVALID_ARGUMENT';
   what: string;
   d: ErrorDetails;
 }

@@ -88,7 +88,7 @@ export function mergeAdapter(base: SafetensorsCheckpoint, config: ModelConfig, a
       async read() {
         if (!lora && info.dtype === dtype) return base.bytes(source);
         const w = await base.float32(source);
-        return lora ? roundOnce(addDelta(w, lora, lora.scale * mult, embedding), dtype) : fromFloat32(w, dtype);
+        return lora ? mergeWeight(w, lora, lora.scale * mult, embedding, dtype) : fromFloat32(w, dtype);
       },
     };
   };
@@ -107,6 +107,19 @@ export function mergeAdapter(base: SafetensorsCheckpoint, config: ModelConfig, a
     tensors.push(planned(LM_HEAD, names.embed, headLora, false));
     for (const [alias, target] of base.aliases) {
       if ([EMBED_TOKENS, LM_HEAD].includes(alias) || [EMBED_TOKENS, LM_HEAD].includes(target)) delete metadata[alias];
+    }
+  }
+  const applied = new Set(tensors.filter((t) => t.merged).map((t) => t.name));
+  for (const m of adapter.modules.values()) {
+    const target = m.target === 'embed_tokens' ? EMBED_TOKENS : `${m.path}.weight`;
+    if (!applied.has(target)) {
+      throw new PolyloraError('WEIGHTS_MISMATCH', 'adapter module has no stored base weight to merge into', {
+        file: base.label,
+        tensor: target,
+        expected: `a stored tensor "${target}"`,
+        found: base.aliases.has(target) ? `an alias of "${base.aliases.get(target)}"` : 'nothing',
+        hint: 'validate the base with validateWeights and load the adapter against its config before merging',
+      });
     }
   }
   const dtypes = new Set(tensors.filter((t) => isComputeDType(t.dtype)).map((t) => t.dtype as DType));
@@ -179,13 +192,13 @@ export interface MergeReport {
  * Reads the base folder and the adapter folder, validates both (base weights with validateWeights, adapter
  * against the base's config), and writes the merged model folder into `sink`: model.safetensors, config.json,
  * and the COPIED_MODEL_FILES the base has. `baseName` (default: the base folder's label) is compared loosely with
- * the adapter's base_model_name_or_path.
+ * the adapter's base_model_name_or_path; `adapterName` (default: from the adapter folder's label) names it in the report.
  */
 export async function mergeModelFolder(
   baseTree: FileTree,
   adapterTree: FileTree,
   sink: MergeSink,
-  options: MergeOptions & { baseName?: string } = {},
+  options: MergeOptions & { baseName?: string; adapterName?: string } = {},
 ): Promise<MergeReport> {
   const configFile = `${baseTree.label}/config.json`;
   let raw: unknown;
@@ -199,7 +212,7 @@ export async function mergeModelFolder(
   const ckpt = await openCheckpoint(baseTree);
   try {
     validateWeights(config, ckpt, quantizationMethod);
-    const adapter = await loadLoraAdapter(adapterTree, config, { baseModelName: options.baseName ?? baseTree.label });
+    const adapter = await loadLoraAdapter(adapterTree, config, { baseModelName: options.baseName ?? baseTree.label, name: options.adapterName });
     const merged = mergeAdapter(ckpt, config, adapter, options);
     const files: string[] = [];
     await sink.writeFile('model.safetensors', safetensorsChunks(merged));
@@ -243,23 +256,25 @@ function checkFits(base: SafetensorsCheckpoint, name: string, shape: readonly nu
 }
 
 /**
- * W + s·ΔW in f64, W [rows, cols] row-major. Linear: W [out, in], ΔW[o, i] = Σ_r B[o, r]·A[r, i].
- * Embedding: W [vocab, hidden], ΔW[t, j] = Σ_r B[j, r]·A[r, t] (A [r, vocab], B [hidden, r]).
+ * W + s·ΔW, each element summed in f64 and rounded once into `dtype`; W [rows, cols] row-major. Linear: W [out, in],
+ * ΔW[o, i] = Σ_r B[o, r]·A[r, i]. Embedding: W [vocab, hidden], ΔW[t, j] = Σ_r B[j, r]·A[r, t] (A [r, vocab],
+ * B [hidden, r]). Memory: the output only.
  */
-function addDelta(w: Float32Array, lora: LoraModule, s: number, embedding: boolean): Float64Array {
+function mergeWeight(w: Float32Array, lora: LoraModule, s: number, embedding: boolean, dtype: DType): Uint8Array {
   const a = loraFloat32(lora.a); // [rank, in]
   const b = loraFloat32(lora.b); // [out, rank]
   const { rank, inFeatures, outFeatures } = lora;
-  const out = new Float64Array(w.length);
+  const out = outputArray(dtype, w.length);
+  const store = rounder(dtype);
   for (let o = 0; o < outFeatures; o++) {
     for (let i = 0; i < inFeatures; i++) {
       let d = 0;
       for (let r = 0; r < rank; r++) d += b[o * rank + r]! * a[r * inFeatures + i]!;
       const at = embedding ? i * outFeatures + o : o * inFeatures + i;
-      out[at] = w[at]! + s * d;
+      out[at] = store(w[at]! + s * d);
     }
   }
-  return out;
+  return new Uint8Array(out.buffer);
 }
 
 const f32 = new Float32Array(1);
@@ -275,11 +290,24 @@ function roundToOddF32(x: number): number {
   return f32[0]!;
 }
 
+/**
+ * One correct rounding (to nearest even) of an f64 value into `dtype`: for F32 the value itself (a Float32Array
+ * store rounds it), for F16 / BF16 the 16-bit pattern, through a round-to-odd f32.
+ */
+function rounder(dtype: DType): (x: number) => number {
+  if (dtype === 'F32') return (x) => x;
+  const conv = dtype === 'BF16' ? f32ToBf16 : f32ToF16;
+  return (x) => conv(roundToOddF32(x));
+}
+
+function outputArray(dtype: DType, n: number): Float32Array | Uint16Array {
+  return dtype === 'F32' ? new Float32Array(n) : new Uint16Array(n);
+}
+
 /** f64 values -> little-endian bytes of `dtype`, each correctly rounded (to nearest even) exactly once. */
 export function roundOnce(x: Float64Array, dtype: DType): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(Float32Array.from(x).buffer);
-  const conv = dtype === 'BF16' ? f32ToBf16 : f32ToF16;
-  const out = new Uint16Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = conv(roundToOddF32(x[i]!));
+  const out = outputArray(dtype, x.length);
+  const store = rounder(dtype);
+  for (let i = 0; i < x.length; i++) out[i] = store(x[i]!);
   return new Uint8Array(out.buffer);
 }
