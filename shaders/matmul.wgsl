@@ -1,128 +1,176 @@
-// Linear layer: y[m, n] (+)= Σ_k x[m, k] · W[n, k] (+ bias[n]), f32 accumulation, W in its file dtype.
+// Linear layer with fused epilogues and the multi-LoRA expand (Punica's BGMV second half):
 //
-// Layout contract (see src/kernels/matmul.ts):
-// - x: f32 [M, Kp], W: u32 words [N, Kp] in file dtype, y: f32 [M, ldy]; Kp = K rounded up to 8, pad columns
-//   zero, so a row is a whole number of 8-element chunks and no load needs a bounds mask.
-// - EPILOGUE 0: y = acc (+ bias);  1: y += acc (+ bias) (residual add);  2: W holds the gate rows and W2 the up
-//   rows; y = silu(x·Wᵀ) · (x·W2ᵀ) (SwiGLU MLP). W2 is bound but unused for epilogues 0 and 1.
-// - Each workgroup computes ROWS output columns for TM rows of x; dispatch (ceil(N / ROWS), ceil(M / TM)).
+//   acc[m, n] = Σ_k x[m, k] · W[n, k]  (+ Σ_{j < rank} B[slot(m), n, j] · s[m, g(n)·R + j] with LORA)
+//   EPILOGUE 0: y[m, yOff + n] = acc (+ bias[n])          1: y[m, yOff + n] += acc (+ bias[n])   (residual)
+//   EPILOGUE 2: y[m, n] = silu(acc_gate (+ bias)) · (acc_up (+ bias2)), acc_up from W2 / B2      (SwiGLU)
+//
+// x: f32 [M, Kp], W: u32 words [N, Kp] in its file dtype (Kp = K rounded up to 8, pad columns zero, so every row
+// is whole vec4<u32> chunks), y: f32 [M, ldy]. f32 accumulation.
+//
+// Design (measured on lavapipe, where each storage load is emulated lane by lane and costs far more than
+// arithmetic; see bench/ and ARCHITECTURE.md): a workgroup owns ROWS consecutive output columns and MT
+// consecutive rows of x; its WG lanes split K, lane l taking W vec4 l, l + WG, ... of each row, so every load is
+// useful and each x vec4 serves ROWS rows, each W vec4 serves MT rows. The LoRA expand is split across lanes the
+// same way (lane l takes rank entries l, l + WG, ...) and folded into the accumulators before the one reduction
+// (laneSum, from reduce_*.wgsl). Dispatch (ceil(N / ROWS), ceil(M / MT)).
 
-override WDTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16
+override WDTYPE: u32 = 0u; // weights: 0 f32, 1 f16, 2 bf16
 override EPILOGUE: u32 = 0u;
 override HAS_BIAS: bool = false;
-override TM: u32 = 1u; // x rows per workgroup
-const ROWS: u32 = 4u; // output columns per workgroup
-const WG: u32 = 64u;
+override LORA: bool = false;
+override LDTYPE: u32 = 0u; // LoRA B dtype (the slots' dtype)
+override MT: u32 = 1u; // x rows per workgroup; ROWS · MT · (1 + gated) <= 16
+override ROWS: u32 = 4u; // output columns per workgroup
+override WG: u32 = 8u; // lanes per workgroup (one subgroup)
 
-struct Dims { tokens: u32, seqs: u32 }
+const NONE: u32 = 0xffffffffu;
+
+struct Dims { tokens: u32, rows: u32 }
 struct Params {
-  N: u32, // output columns
-  Kp: u32, // padded reduction length, multiple of 8 (elements)
+  N: u32, // output columns of this part
+  Kp: u32, // padded reduction length (elements, multiple of 8)
   ldy: u32, // y row stride (elements)
-  yOffset: u32, // first y column written by this dispatch (elements; split weights)
-  mFromSeqs: u32, // 1: M = dims.seqs (lm_head over sampled rows), 0: M = dims.tokens
-  biasOffset: u32, // first bias element for this dispatch (elements)
+  yOffset: u32, // first y column written (elements)
+  mFromRows: u32, // 1: M = dims.rows (lm_head over the sampled rows), 0: M = dims.tokens
+  nBase: u32, // global index of this part's first column (split weights; bias and LoRA B use it)
+  // LoRA (unused without LORA):
+  R: u32, // rank stride of s and of the slots
+  Rp: u32, // row stride of B (elements)
+  ldS: u32, // row stride of s (elements)
+  rankBase: u32, // first rank-table entry of this group in a slot's row
+  rankStride: u32, // rank entries per slot
+  bRows: u32, // B rows per slot (all members)
+  n1: u32, // first global column of member 1 (k of q/k/v), or bRows
+  n2: u32, // first global column of member 2 (v), or bRows
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> W: array<vec4<u32>>;
-@group(0) @binding(4) var<storage, read> bias: array<u32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-@group(0) @binding(6) var<storage, read> W2: array<vec4<u32>>;
-@group(0) @binding(7) var<storage, read> bias2: array<u32>; // up-projection bias (EPILOGUE 2)
+@group(0) @binding(4) var<storage, read> W2: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read> bias: array<u32>;
+@group(0) @binding(6) var<storage, read> bias2: array<u32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<storage, read> loraSlot: array<u32>; // per x row
+@group(0) @binding(9) var<storage, read> ranks: array<u32>;
+@group(0) @binding(10) var<storage, read> loraS: array<f32>;
+@group(0) @binding(11) var<storage, read> B: array<u32>;
+@group(0) @binding(12) var<storage, read> B2: array<u32>;
 
-var<workgroup> red: array<f32, 512>; // [2 * ROWS][WG] partial sums
+const MAXACC: u32 = 16u;
 
-const MAX_TM: u32 = 4u;
-
-// Eight consecutive weights of row n starting at chunk c (8 elements), widened to f32.
-// `up` selects W2.
-fn wchunk(n: u32, c: u32, up: bool) -> array<vec4<f32>, 2> {
-  if (WDTYPE == 0u) {
-    let i = (n * p.Kp + c * 8u) / 4u;
-    if (up) { return array<vec4<f32>, 2>(bitcast<vec4<f32>>(W2[i]), bitcast<vec4<f32>>(W2[i + 1u])); }
-    return array<vec4<f32>, 2>(bitcast<vec4<f32>>(W[i]), bitcast<vec4<f32>>(W[i + 1u]));
-  }
-  let wi = (n * p.Kp + c * 8u) / 8u;
-  var w: vec4<u32>;
-  if (up) { w = W2[wi]; } else { w = W[wi]; }
+// W (or W2) vec4<u32> number i widened to f32: elements [0, 4) in .0, [4, 8) in .1 (16-bit dtypes).
+fn loadW(i: u32, up: bool) -> array<vec4<f32>, 2> {
+  var v: vec4<u32>;
+  if (up) { v = W2[i]; } else { v = W[i]; }
+  if (WDTYPE == 0u) { return array<vec4<f32>, 2>(bitcast<vec4<f32>>(v), vec4<f32>(0.0)); }
   if (WDTYPE == 1u) {
-    return array<vec4<f32>, 2>(
-      vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
-      vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
+                               vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
   }
-  let lo = w << vec4<u32>(16u);
-  let hi = w & vec4<u32>(0xffff0000u);
-  return array<vec4<f32>, 2>(
-    bitcast<vec4<f32>>(vec4<u32>(lo.x, hi.x, lo.y, hi.y)),
-    bitcast<vec4<f32>>(vec4<u32>(lo.z, hi.z, lo.w, hi.w)));
+  let lo = bitcast<vec4<f32>>(v << vec4<u32>(16u));
+  let hi = bitcast<vec4<f32>>(v & vec4<u32>(0xffff0000u));
+  return array<vec4<f32>, 2>(vec4<f32>(lo.x, hi.x, lo.y, hi.y), vec4<f32>(lo.z, hi.z, lo.w, hi.w));
+}
+
+fn unpackHalf(w: u32, odd: bool, dt: u32) -> f32 {
+  if (dt == 1u) { return unpack2x16float(w)[select(0u, 1u, odd)]; }
+  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, odd));
 }
 
 fn loadBias(i: u32, up: bool) -> f32 {
-  var w: u32;
   let wi = select(i / 2u, i, WDTYPE == 0u);
+  var w: u32;
   if (up) { w = bias2[wi]; } else { w = bias[wi]; }
   if (WDTYPE == 0u) { return bitcast<f32>(w); }
-  if (WDTYPE == 1u) { return unpack2x16float(w)[i % 2u]; }
-  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, i % 2u == 1u));
+  return unpackHalf(w, i % 2u == 1u, WDTYPE);
+}
+
+fn loadB(i: u32, up: bool) -> f32 {
+  let wi = select(i / 2u, i, LDTYPE == 0u);
+  var w: u32;
+  if (up) { w = B2[wi]; } else { w = B[wi]; }
+  if (LDTYPE == 0u) { return bitcast<f32>(w); }
+  return unpackHalf(w, i % 2u == 1u, LDTYPE);
+}
+
+// This lane's share of Σ_j B[slot, n, j] · s[m, g·R + j] for global column n (j = lane, lane + WG, ...).
+fn loraPart(m: u32, n: u32, up: bool, lane: u32) -> f32 {
+  let slot = loraSlot[m];
+  if (slot == NONE) { return 0.0; }
+  var g = select(0u, 1u, up);
+  if (n >= p.n1) { g = 1u; }
+  if (n >= p.n2) { g = 2u; }
+  let rank = ranks[slot * p.rankStride + p.rankBase + g];
+  let b0 = (slot * p.bRows + n) * p.Rp;
+  let s0 = m * p.ldS + g * p.R;
+  var acc = 0.0;
+  for (var j = lane; j < rank; j += WG) { acc += loadB(b0 + j, up) * loraS[s0 + j]; }
+  return acc;
 }
 
 fn silu(v: f32) -> f32 { return v / (1.0 + exp(-v)); }
 
 @compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let M = select(dims.tokens, dims.seqs, p.mFromSeqs == 1u);
-  let n0 = wg.x * ROWS;
-  let m0 = wg.y * TM;
-  let nChunks = p.Kp / 8u;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+  let M = select(dims.tokens, dims.rows, p.mFromRows == 1u);
   let gated = EPILOGUE == 2u;
-  let nRows = select(ROWS, 2u * ROWS, gated);
-  var acc: array<f32, 32>; // [TM][nRows], TM <= 4, nRows <= 8
-  for (var i = 0u; i < 32u; i++) { acc[i] = 0.0; }
-  for (var c = tid; c < nChunks; c += WG) {
-    var xs: array<array<vec4<f32>, 2>, MAX_TM>;
-    for (var t = 0u; t < TM; t++) {
-      let m = min(m0 + t, M - 1u);
-      let xi = (m * p.Kp + c * 8u) / 4u;
-      xs[t] = array<vec4<f32>, 2>(x[xi], x[xi + 1u]);
+  let nW = select(1u, 2u, gated); // weight matrices read: W, and W2 when gated
+  let n0 = wg.x * ROWS;
+  let m0 = wg.y * MT;
+  let XPV = select(2u, 1u, WDTYPE == 0u); // x vec4s per W vec4
+  let KV = p.Kp / (4u * XPV); // W vec4s per row
+  let XV = p.Kp / 4u; // x vec4s per row
+  var acc: array<f32, MAXACC>; // [matrix][row][m]
+  for (var i = 0u; i < MAXACC; i++) { acc[i] = 0.0; }
+  for (var k = lane; k < KV; k += WG) {
+    var xr: array<array<vec4<f32>, 2>, 4>;
+    for (var m = 0u; m < MT; m++) {
+      let xb = min(m0 + m, M - 1u) * XV + k * XPV;
+      xr[m][0] = x[xb];
+      if (XPV == 2u) { xr[m][1] = x[xb + 1u]; }
     }
-    for (var r = 0u; r < nRows; r++) {
-      let n = n0 + (r % ROWS);
-      if (n >= p.N) { continue; }
-      let w = wchunk(n, c, r >= ROWS);
-      for (var t = 0u; t < TM; t++) {
-        acc[t * 8u + r] += dot(xs[t][0], w[0]) + dot(xs[t][1], w[1]);
+    for (var w = 0u; w < nW; w++) {
+      for (var r = 0u; r < ROWS; r++) {
+        let d = loadW(min(n0 + r, p.N - 1u) * KV + k, w == 1u);
+        for (var m = 0u; m < MT; m++) {
+          var v = dot(d[0], xr[m][0]);
+          if (XPV == 2u) { v += dot(d[1], xr[m][1]); }
+          acc[(w * ROWS + r) * MT + m] += v;
+        }
       }
     }
   }
-  // Tree-reduce each accumulator over the workgroup, one accumulator group at a time.
-  for (var t = 0u; t < TM; t++) {
-    for (var r = 0u; r < nRows; r++) { red[r * WG + tid] = acc[t * 8u + r]; }
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-      if (tid < s) {
-        for (var r = 0u; r < nRows; r++) { red[r * WG + tid] += red[r * WG + tid + s]; }
-      }
-      workgroupBarrier();
-    }
-    let m = m0 + t;
-    if (tid < ROWS && m < M && n0 + tid < p.N) {
-      let n = n0 + tid;
-      var v = red[tid * WG];
-      if (HAS_BIAS) { v += loadBias(p.biasOffset + n, false); }
-      let yi = m * p.ldy + p.yOffset + n;
-      if (EPILOGUE == 0u) {
-        y[yi] = v;
-      } else if (EPILOGUE == 1u) {
-        y[yi] += v;
-      } else {
-        var u = red[(tid + ROWS) * WG];
-        if (HAS_BIAS) { u += loadBias(p.biasOffset + n, true); }
-        y[yi] = silu(v) * u;
+  if (LORA) {
+    for (var w = 0u; w < nW; w++) {
+      for (var r = 0u; r < ROWS; r++) {
+        for (var m = 0u; m < MT; m++) {
+          if (n0 + r < p.N && m0 + m < M) {
+            acc[(w * ROWS + r) * MT + m] += loraPart(m0 + m, p.nBase + n0 + r, w == 1u, lane);
+          }
+        }
       }
     }
-    workgroupBarrier();
+  }
+  // One reduction over the lanes (every lane gets every total); lane t finishes outputs t, t + WG, ...
+  for (var i = 0u; i < nW * ROWS * MT; i++) { acc[i] = laneSum(acc[i], lane); }
+  for (var t = lane; t < ROWS * MT; t += WG) {
+    let r = t / MT;
+    let m = m0 + t % MT;
+    let n = n0 + r;
+    if (n >= p.N || m >= M) { continue; }
+    var v = acc[t];
+    if (HAS_BIAS) { v += loadBias(p.nBase + n, false); }
+    let yi = m * p.ldy + p.yOffset + n;
+    if (EPILOGUE == 0u) {
+      y[yi] = v;
+    } else if (EPILOGUE == 1u) {
+      y[yi] += v;
+    } else {
+      var u = acc[ROWS * MT + t];
+      if (HAS_BIAS) { u += loadBias(p.nBase + n, true); }
+      y[yi] = silu(v) * u;
+    }
   }
 }

@@ -107,23 +107,41 @@ export class Gpu {
     return new Gpu(device, info);
   }
 
-  /** A shader module for shaders/<name>.wgsl, compiled once; a WGSL error throws with the compiler's message. */
-  async module(name: ShaderName): Promise<GPUShaderModule> {
-    let m = this.modules.get(name);
+  /**
+   * A shader module from shaders/<part>.wgsl files joined in order (WGSL has no imports: a kernel file and a small
+   * library file such as reduce_subgroups.wgsl are composed this way), compiled once. A WGSL error throws with the
+   * compiler's message, located in the right file.
+   */
+  async module(parts: ShaderName | readonly ShaderName[]): Promise<GPUShaderModule> {
+    const names = typeof parts === 'string' ? [parts] : parts;
+    const key = names.join('+');
+    let m = this.modules.get(key);
     if (m) return m;
-    let code: string = WGSL[name];
-    if (this.features.subgroups && /\bsubgroup[A-Z]/.test(code)) code = `enable subgroups;\n${code}`;
-    if (this.features.shaderF16 && /\bf16\b/.test(code)) code = `enable f16;\n${code}`;
+    const sources = names.map((n) => WGSL[n] as string);
+    let code = sources.join('\n');
+    const prelude: string[] = [];
+    if (this.features.subgroups && /\bsubgroup[A-Z]/.test(code)) prelude.push('enable subgroups;');
+    if (this.features.shaderF16 && /\bf16\b/.test(code)) prelude.push('enable f16;');
+    code = [...prelude, code].join('\n');
     this.device.pushErrorScope('validation');
-    m = this.device.createShaderModule({ code, label: name });
+    m = this.device.createShaderModule({ code, label: key });
     const err = await this.device.popErrorScope();
     const info = await m.getCompilationInfo();
     const errors = info.messages.filter((x) => x.type === 'error');
     if (err || errors.length) {
-      const text = errors.map((x) => `shaders/${name}.wgsl:${x.lineNum}:${x.linePos}: ${x.message}`).join('\n');
-      throw new PolyloraError('GPU_ERROR', `WGSL compilation failed\n${text || err?.message}`, { file: `shaders/${name}.wgsl` });
+      const where = (line: number) => {
+        let l = line - prelude.length;
+        for (let i = 0; i < names.length; i++) {
+          const n = sources[i]!.split('\n').length;
+          if (l <= n) return `shaders/${names[i]}.wgsl:${l}`;
+          l -= n;
+        }
+        return `${key}:${line}`;
+      };
+      const text = errors.map((x) => `${where(x.lineNum)}:${x.linePos}: ${x.message}`).join('\n');
+      throw new PolyloraError('GPU_ERROR', `WGSL compilation failed\n${text || err?.message}`, { file: `shaders/${names[0]}.wgsl` });
     }
-    this.modules.set(name, m);
+    this.modules.set(key, m);
     return m;
   }
 
@@ -131,11 +149,16 @@ export class Gpu {
    * A compute pipeline for `entry` in shaders/<name>.wgsl specialized by `constants` (WGSL overrides),
    * cached by all three; creation errors throw with Dawn's message.
    */
-  async pipeline(name: ShaderName, entry: string, constants: Record<string, number> = {}): Promise<GPUComputePipeline> {
+  async pipeline(
+    shader: ShaderName | readonly ShaderName[],
+    entry: string,
+    constants: Record<string, number> = {},
+  ): Promise<GPUComputePipeline> {
+    const name = typeof shader === 'string' ? shader : shader.join('+');
     const key = `${name}:${entry}:${JSON.stringify(constants)}`;
     let p = this.pipelines.get(key);
     if (p) return p;
-    const module = await this.module(name);
+    const module = await this.module(shader);
     this.device.pushErrorScope('validation');
     this.device.pushErrorScope('internal');
     try {
@@ -148,16 +171,31 @@ export class Gpu {
       await this.device.popErrorScope();
       await this.device.popErrorScope();
       throw new PolyloraError('GPU_ERROR', `pipeline creation failed for ${key}: ${(e as Error).message}`, {
-        file: `shaders/${name}.wgsl`,
+        file: `shaders/${name.split('+')[0]}.wgsl`,
         cause: e,
       });
     }
     const internal = await this.device.popErrorScope();
     const validation = await this.device.popErrorScope();
     const err = validation ?? internal;
-    if (err) throw new PolyloraError('GPU_ERROR', `pipeline creation failed for ${key}: ${err.message}`, { file: `shaders/${name}.wgsl` });
+    if (err) {
+      throw new PolyloraError('GPU_ERROR', `pipeline creation failed for ${key}: ${err.message}`, {
+        file: `shaders/${name.split('+')[0]}.wgsl`,
+      });
+    }
     this.pipelines.set(key, p);
     return p;
+  }
+
+  /**
+   * Lanes per workgroup for kernels that reduce with laneSum, and the file that implements it: one subgroup (the
+   * device's smallest subgroup size, at most 32) with subgroups, else 64 lanes and a workgroup-memory tree.
+   */
+  get laneReduce(): { lanes: number; shader: 'reduce_subgroups' | 'reduce_workgroup' } {
+    if (this.features.subgroups && this.info.subgroupMinSize >= 4) {
+      return { lanes: Math.min(32, this.info.subgroupMinSize), shader: 'reduce_subgroups' };
+    }
+    return { lanes: 64, shader: 'reduce_workgroup' };
   }
 
   buffer(label: string, size: number, usage: GPUBufferUsageFlags): GPUBuffer {

@@ -1,13 +1,16 @@
-// Dispatcher for shaders/matmul.wgsl.
+// Dispatcher for shaders/matmul.wgsl (+ the laneSum reduction file the device supports).
 //
-// Contract, for m < M (M = step tokens, or step seqs for the lm_head) and n < N:
-//   acc[m, n] = Σ_k x[m, k] · W[n, k]  (+ bias[n])           f32 accumulation, W widened from its dtype
+// Contract, for m < M (M = step tokens, or step rows for the lm_head) and n < N:
+//   acc[m, n] = Σ_k x[m, k] · W[n, k]  (+ bias[n])                    f32 accumulation, W widened from its dtype
+//   with LoRA: acc[m, n] += Σ_{j < rank} B[slot[m], n, j] · s[m, g(n)·R + j]   (slot[m] = NONE: nothing)
+//     g(n) = the member of the fused projection column n belongs to (q/k/v: 0/1/2; gate 0, up 1)
 //   'store':  y[m, yOffset + n] = acc[m, n]
-//   'add':    y[m, yOffset + n] += acc[m, n]                 (residual connection)
-//   'swiglu': y[m, n] = silu(acc[m, n]) · (Σ_k x[m, k] · W2[n, k] (+ bias2[n]))
+//   'add':    y[m, yOffset + n] += acc[m, n]                            (residual connection)
+//   'swiglu': y[m, n] = silu(acc[m, n]) · acc_up[m, n]   (acc_up from W2, bias2 and B2)
 // x: f32 [M, W.colsPadded] (pad columns zero); y: f32 [M, ldy]. A W split into parts runs one dispatch per part.
 
 import type { Gpu } from '../gpu/device.js';
+import type { DType } from '../io/dtype.js';
 import type { GpuMatrix, GpuVector } from '../gpu/tensors.js';
 import { WDTYPE } from '../gpu/tensors.js';
 import { paramsBuffer } from './params.js';
@@ -19,13 +22,43 @@ const PARAMS = {
   Kp: 'u32', // padded reduction length (elements)
   ldy: 'u32', // y row stride (elements)
   yOffset: 'u32', // first y column (elements)
-  mFromSeqs: 'u32', // 1: M = dims.seqs
-  biasOffset: 'u32', // first bias element (elements)
+  mFromRows: 'u32', // 1: M = dims.rows
+  nBase: 'u32', // global index of the part's first column
+  R: 'u32', // LoRA rank stride of s and slots
+  Rp: 'u32', // LoRA B row stride (elements)
+  ldS: 'u32', // row stride of s (elements)
+  rankBase: 'u32', // the group's first entry in a slot's rank row
+  rankStride: 'u32', // rank entries per slot
+  bRows: 'u32', // B rows per slot
+  n1: 'u32', // first global column of member 1, or bRows
+  n2: 'u32', // first global column of member 2, or bRows
 } as const;
 
 const EPILOGUE = { store: 0, add: 1, swiglu: 2 } as const;
-const ROWS = 4; // output columns per workgroup (shader constant)
-const TM_BATCH = 4; // x rows per workgroup when M > 1
+/** x rows per workgroup by M: 1 for decode of one sequence, 2 for two, 4 beyond (register-tile limit 16 accumulators). */
+const MT_VARIANTS = [1, 2, 4] as const;
+const mtFor = (M: number) => (M === 1 ? 1 : M === 2 ? 2 : 4);
+
+/** The multi-LoRA expand fused into the matmul: slots' B for this projection group. */
+export interface MatmulLora {
+  dtype: DType; // slots' dtype
+  B: GPUBuffer; // [S][bRows][Rp]
+  B2?: GPUBuffer; // up projection's B (swiglu)
+  bRows: number;
+  /** Global column boundaries of members 1 and 2 (q/k/v), bRows when absent. */
+  n1: number;
+  n2: number;
+  rankBase: number;
+  rankStride: number;
+  ranks: GPUBuffer;
+  R: number;
+  Rp: number;
+  /** Shrink output s: f32 [rows, ldS]. */
+  s: GPUBuffer;
+  ldS: number;
+  /** Slot of each x row (NONE = 0xffffffff). */
+  slotOf: GPUBuffer;
+}
 
 export interface MatmulSpec {
   label: string;
@@ -39,62 +72,85 @@ export interface MatmulSpec {
   ldy: number;
   yOffset?: number;
   epilogue: keyof typeof EPILOGUE;
-  /** 'seqs' when the rows are the sampled rows (lm_head); default 'tokens'. */
-  rows?: 'tokens' | 'seqs';
-  /** Uniform {tokens, seqs} of the current step. */
+  /** 'rows' when x holds the sampled rows (lm_head); default 'tokens'. */
+  rows?: 'tokens' | 'rows';
+  /** Uniform {tokens, rows} of the current step. */
   dims: GPUBuffer;
   /** Stand-in for unused bindings. */
   dummy: GPUBuffer;
+  lora?: MatmulLora;
 }
 
 export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
-  if (s.epilogue === 'swiglu' && (!s.W2 || s.W2.parts.length !== s.W.parts.length || s.W2.dtype !== s.W.dtype)) {
+  const gated = s.epilogue === 'swiglu';
+  if (gated && (!s.W2 || s.W2.parts.length !== s.W.parts.length || s.W2.dtype !== s.W.dtype)) {
     throw new Error(`${s.label}: swiglu needs W2 with the same dtype and parts as W`);
   }
-  const fromSeqs = s.rows === 'seqs';
-  const constants = (tm: number) => ({
-    WDTYPE: WDTYPE[s.W.dtype],
-    EPILOGUE: EPILOGUE[s.epilogue],
-    HAS_BIAS: s.bias ? 1 : 0,
-    TM: tm,
-  });
-  const variants = await Promise.all(
-    [1, TM_BATCH].map(async (tm) => {
-      const pipeline = await gpu.pipeline('matmul', 'main', constants(tm));
-      const parts = s.W.parts.map((part, i) => {
-        const params = paramsBuffer(gpu.device, `${s.label}.params${i}`, PARAMS, {
-          N: part.rows,
-          Kp: s.W.colsPadded,
-          ldy: s.ldy,
-          yOffset: (s.yOffset ?? 0) + part.rowStart,
-          mFromSeqs: fromSeqs ? 1 : 0,
-          biasOffset: part.rowStart,
-        });
-        const bg = bindGroup(gpu.device, pipeline, `${s.label}.bg${i}`, {
-          0: s.dims,
-          1: params,
-          2: s.x,
-          3: part.buffer,
-          4: s.bias?.buffer ?? s.dummy,
-          5: s.y,
-          6: s.W2?.parts[i]!.buffer ?? s.dummy,
-          7: s.bias2?.buffer ?? s.dummy,
-        });
-        return { bg, groups: Math.ceil(part.rows / ROWS) };
-      });
-      return { tm, pipeline, parts };
+  const fromRows = s.rows === 'rows';
+  const rowsPerGroup = gated ? 2 : 4; // ROWS · MT · (1 + gated) <= 16
+  const { lanes, shader } = gpu.laneReduce;
+  const L = s.lora;
+  const params = s.W.parts.map((part, i) =>
+    paramsBuffer(gpu.device, `${s.label}.params${i}`, PARAMS, {
+      N: part.rows,
+      Kp: s.W.colsPadded,
+      ldy: s.ldy,
+      yOffset: (s.yOffset ?? 0) + part.rowStart,
+      mFromRows: fromRows ? 1 : 0,
+      nBase: part.rowStart,
+      R: L?.R ?? 0,
+      Rp: L?.Rp ?? 0,
+      ldS: L?.ldS ?? 0,
+      rankBase: L?.rankBase ?? 0,
+      rankStride: L?.rankStride ?? 0,
+      bRows: L?.bRows ?? 0,
+      n1: L?.n1 ?? 0,
+      n2: L?.n2 ?? 0,
     }),
   );
+  const build = async (mt: number, lora: boolean) => {
+    const pipeline = await gpu.pipeline(['matmul', shader], 'main', {
+      WDTYPE: WDTYPE[s.W.dtype],
+      EPILOGUE: EPILOGUE[s.epilogue],
+      HAS_BIAS: s.bias ? 1 : 0,
+      LORA: lora ? 1 : 0,
+      LDTYPE: L ? WDTYPE[L.dtype] : 0,
+      MT: mt,
+      ROWS: rowsPerGroup,
+      WG: lanes,
+    });
+    const bgs = s.W.parts.map((part, i) =>
+      bindGroup(gpu.device, pipeline, `${s.label}.bg${i}`, {
+        0: s.dims,
+        1: params[i]!,
+        2: s.x,
+        3: part.buffer,
+        4: s.W2?.parts[i]!.buffer ?? s.dummy,
+        5: s.bias?.buffer ?? s.dummy,
+        6: s.bias2?.buffer ?? s.dummy,
+        7: s.y,
+        8: (lora && L?.slotOf) || s.dummy,
+        9: (lora && L?.ranks) || s.dummy,
+        10: (lora && L?.s) || s.dummy,
+        11: (lora && L?.B) || s.dummy,
+        12: (lora && L?.B2) || s.dummy,
+      }),
+    );
+    return { pipeline, bgs, groups: s.W.parts.map((p) => Math.ceil(p.rows / rowsPerGroup)) };
+  };
+  const plain = await Promise.all(MT_VARIANTS.map((mt) => build(mt, false)));
+  const withLora = L ? await Promise.all(MT_VARIANTS.map((mt) => build(mt, true))) : plain;
   return {
     label: s.label,
     encode(pass, d) {
-      const M = fromSeqs ? d.seqs : d.tokens;
+      const M = fromRows ? d.seqs : d.tokens;
       if (M === 0) return;
-      const v = M === 1 ? variants[0]! : variants[1]!;
+      const mt = mtFor(M);
+      const v = (d.lora ? withLora : plain)[MT_VARIANTS.indexOf(mt as 1 | 2 | 4)]!;
       pass.setPipeline(v.pipeline);
-      for (const part of v.parts) {
-        pass.setBindGroup(0, part.bg);
-        pass.dispatchWorkgroups(part.groups, Math.ceil(M / v.tm));
+      for (let i = 0; i < v.bgs.length; i++) {
+        pass.setBindGroup(0, v.bgs[i]!);
+        pass.dispatchWorkgroups(v.groups[i]!, Math.ceil(M / mt));
       }
     },
   };

@@ -3,7 +3,8 @@
 
 export interface StepDims {
   tokens: number; // token rows in this step (prefill chunks + one per decoding sequence)
-  seqs: number; // sequences that sample a token in this step
+  seqs: number; // sampled rows in this step (one per sequence that samples)
+  lora?: boolean; // some row of this step runs with a LoRA adapter
 }
 
 export interface Op {

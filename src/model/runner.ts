@@ -157,7 +157,7 @@ export class ModelRunner {
     }
     ops.push(
       await rmsnormOp(gpu, { label: 'final_norm', w: w.finalNorm, x, y: xs, ld: H, eps: c.rmsNormEps, rows: batch.sampleRowsBuf }),
-      await matmulOp(gpu, { label: 'lm_head', W: w.lmHead, x: xs, y: logits, ldy: ldv, epilogue: 'store', rows: 'seqs', dims, dummy }),
+      await matmulOp(gpu, { label: 'lm_head', W: w.lmHead, x: xs, y: logits, ldy: ldv, epilogue: 'store', rows: 'rows', dims, dummy }),
       await sampleOp(gpu, {
         label: 'sample',
         vocab: c.vocabSize,

@@ -4,7 +4,7 @@
 // Weights are random f32 rounded to the weight dtype first; the reference gets the rounded values, so only the
 // accumulation order differs. Every element of y outside the written block (other columns, rows >= M) must come
 // back bit for bit as it went in. Sizes: M in {1, 2, 3, 5, 9} (decode) and 17..100 (prefill), N and K from
-// {1, 7, 8, 33, 64, 130, 577, 1001}, weights split into parts, yOffset, rows: 'seqs', M = 0. Fixed seeds.
+// {1, 7, 8, 33, 64, 130, 577, 1001}, weights split into parts, yOffset, rows: 'rows', M = 0. Fixed seeds.
 //
 // Tolerances (ε = 2^-24), with S[m, n] = Σ_k |x[m, k]·W[n, k]| + |bias[n]|:
 // - acc: the GPU sums K rounded products and the bias in f32 in some order: each of the K − 1 additions, the K
@@ -43,7 +43,7 @@ interface Case {
 function name(c: Case): string {
   const extra = [
     c.bias ? 'bias' : '',
-    c.seqs ? "rows 'seqs'" : '',
+    c.seqs ? "rows 'rows'" : '',
     c.yOffset ? `yOffset ${c.yOffset}` : '',
     c.ldyExtra ? `ldy +${c.ldyExtra}` : '',
     c.partRows ? `parts of ${c.partRows} rows` : '',
@@ -133,7 +133,7 @@ async function check(c: Case, seed: number): Promise<void> {
     ldy,
     yOffset,
     epilogue,
-    rows: c.seqs ? 'seqs' : 'tokens',
+    rows: c.seqs ? 'rows' : 'tokens',
     dims: h.dims({ tokens, seqs: M }),
     dummy: h.dummy(),
   });

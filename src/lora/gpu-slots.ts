@@ -1,0 +1,217 @@
+// Adapter weights on the GPU: `maxLoras` slots stacked per layer and projection group (vLLM's / Punica's layout),
+// in the base model's dtype, with each module's scale folded into its B. Writing an adapter into a slot is a few
+// dozen queue.writeBuffer calls of images prepared once per adapter; nothing is allocated on the GPU after start.
+//
+// Per layer, per group (members stacked like the base's fused matrices):
+//   qkv:     A [S][3][R][pad8(hidden)]   B [S][q+k+v rows][Rp]
+//   o:       A [S][1][R][pad8(nh·hd)]    B [S][hidden][Rp]
+//   gate_up: A [S][2][R][pad8(hidden)]   B_gate, B_up [S][inter][Rp]
+//   down:    A [S][1][R][pad8(inter)]    B [S][hidden][Rp]
+// and, with `embeddings`, lm_head (A [S][1][R][pad8(hidden)], B [S][vocab][Rp]) and embed_tokens (A [S][R][pad8(vocab)],
+// B [S][hidden][Rp]). ranks: u32 [S][L·7 + 2]: each module's rank in the slot (0 = untouched by that adapter),
+// in LINEAR_MODULES order per layer, then lm_head, embed_tokens. S = maxLoras, R = maxLoraRank, Rp = pad8(R).
+
+import { PolyloraError } from '../errors.js';
+import type { DType } from '../io/dtype.js';
+import { DTYPE_BYTES, fromFloat32 } from '../io/dtype.js';
+import type { Gpu } from '../gpu/device.js';
+import { pad8 } from '../gpu/tensors.js';
+import type { ModelConfig } from '../model/config-types.js';
+import { LINEAR_MODULES, type LinearModule, linearShape } from '../model/weights-spec.js';
+import type { LoraAdapter, LoraModule } from './adapter.js';
+import { loraFloat32 } from './adapter.js';
+
+export type GroupName = 'qkv' | 'o' | 'gate_up' | 'down' | 'lm_head' | 'embed';
+
+/** A stacked projection group in one layer (or lm_head / embed_tokens). */
+export interface SlotGroup {
+  name: GroupName;
+  members: number; // G
+  inPadded: number; // Kp: A row length (elements)
+  /** Rank-table entry of the first member, within a slot's row. */
+  rankBase: number;
+  A: GPUBuffer;
+  /** One B per output buffer: [B] or, for gate_up, [B_gate, B_up]. */
+  B: GPUBuffer[];
+  /** Output rows of each member, in order (q, k, v rows for qkv). */
+  memberRows: number[];
+}
+
+const GROUPS: { name: GroupName; members: LinearModule[] }[] = [
+  { name: 'qkv', members: ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'] },
+  { name: 'o', members: ['self_attn.o_proj'] },
+  { name: 'gate_up', members: ['mlp.gate_proj', 'mlp.up_proj'] },
+  { name: 'down', members: ['mlp.down_proj'] },
+];
+
+export interface LoraSlotOptions {
+  maxLoras: number;
+  maxRank: number;
+  /** Allocate lm_head and embed_tokens slots (large for big vocabularies). */
+  embeddings: boolean;
+}
+
+interface Prepared {
+  /** Per module path: A image [rank][Kp] and B image [rows][Rp] (scale folded), in the slot dtype. */
+  images: Map<string, { a: Uint8Array; b: Uint8Array; rank: number }>;
+}
+
+export class LoraSlots {
+  readonly maxLoras: number;
+  readonly maxRank: number;
+  readonly rankPadded: number; // Rp
+  readonly dtype: DType;
+  readonly embeddings: boolean;
+  /** [layer][group index in GROUPS order]. */
+  readonly layers: SlotGroup[][];
+  readonly lmHead: SlotGroup | null;
+  readonly embed: SlotGroup | null;
+  readonly ranks: GPUBuffer;
+  readonly rankStride: number;
+  private readonly gpu: Gpu;
+  private readonly rankRow: Uint32Array;
+  private readonly prepared = new WeakMap<LoraAdapter, Prepared>();
+  private readonly buffers: GPUBuffer[] = [];
+
+  constructor(gpu: Gpu, config: ModelConfig, dtype: DType, o: LoraSlotOptions) {
+    this.gpu = gpu;
+    this.dtype = dtype;
+    this.maxLoras = o.maxLoras;
+    this.maxRank = o.maxRank;
+    this.rankPadded = pad8(o.maxRank);
+    this.embeddings = o.embeddings;
+    this.rankStride = config.numLayers * LINEAR_MODULES.length + 2;
+    this.rankRow = new Uint32Array(this.rankStride);
+    const S = o.maxLoras;
+    const R = o.maxRank;
+    const eb = DTYPE_BYTES[dtype];
+    const alloc = (label: string, elements: number) => {
+      const b = gpu.buffer(label, elements * eb, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+      this.buffers.push(b);
+      return b;
+    };
+    this.layers = [];
+    for (let l = 0; l < config.numLayers; l++) {
+      this.layers.push(
+        GROUPS.map((g) => {
+          const [, inF] = linearShape(config, g.members[0]!);
+          const Kp = pad8(inF);
+          const rows = g.members.map((m) => linearShape(config, m)[0]);
+          const label = `lora.L${l}.${g.name}`;
+          const B =
+            g.name === 'gate_up'
+              ? rows.map((n, i) => alloc(`${label}.B${i}`, S * n * this.rankPadded))
+              : [alloc(`${label}.B`, S * rows.reduce((a, b) => a + b, 0) * this.rankPadded)];
+          return {
+            name: g.name,
+            members: g.members.length,
+            inPadded: Kp,
+            rankBase: l * LINEAR_MODULES.length + LINEAR_MODULES.indexOf(g.members[0]!),
+            A: alloc(`${label}.A`, S * g.members.length * R * Kp),
+            B,
+            memberRows: rows,
+          };
+        }),
+      );
+    }
+    const H = config.hiddenSize;
+    const V = config.vocabSize;
+    const base = config.numLayers * LINEAR_MODULES.length;
+    this.lmHead = o.embeddings
+      ? { name: 'lm_head', members: 1, inPadded: pad8(H), rankBase: base, A: alloc('lora.lm_head.A', S * R * pad8(H)), B: [alloc('lora.lm_head.B', S * V * this.rankPadded)], memberRows: [V] }
+      : null;
+    this.embed = o.embeddings
+      ? { name: 'embed', members: 1, inPadded: pad8(V), rankBase: base + 1, A: alloc('lora.embed.A', S * R * pad8(V)), B: [alloc('lora.embed.B', S * H * this.rankPadded)], memberRows: [H] }
+      : null;
+    this.ranks = gpu.buffer('lora.ranks', S * this.rankStride * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.buffers.push(this.ranks);
+  }
+
+  /** Bytes of GPU memory held by all slots. */
+  get bytes(): number {
+    return this.buffers.reduce((a, b) => a + b.size, 0);
+  }
+
+  /** Checks that `adapter` fits these slots (rank, targets); throws a named error otherwise. */
+  check(adapter: LoraAdapter): void {
+    if (adapter.rank > this.maxRank) {
+      throw new PolyloraError('INVALID_ARGUMENT', `adapter "${adapter.name}" has rank ${adapter.rank}`, {
+        file: adapter.source,
+        expected: `rank <= maxLoraRank = ${this.maxRank}`,
+        found: `rank ${adapter.rank}`,
+        hint: 'raise maxLoraRank (--max-lora-rank)',
+      });
+    }
+    if (!this.embeddings && (adapter.targets.targets.includes('lm_head') || adapter.targets.targets.includes('embed_tokens'))) {
+      throw new PolyloraError('INVALID_ARGUMENT', `adapter "${adapter.name}" adapts lm_head / embed_tokens`, {
+        file: adapter.source,
+        hint: 'enable LoRA on embeddings (loraEmbeddings: true, --lora-embeddings); it reserves vocab-sized slots',
+      });
+    }
+  }
+
+  /** Writes `adapter` into `slot` (queued: visible to the next submit). Modules it lacks get rank 0. */
+  load(slot: number, adapter: LoraAdapter): void {
+    this.check(adapter);
+    const q = this.gpu.queue;
+    const eb = DTYPE_BYTES[this.dtype];
+    const Rp = this.rankPadded;
+    const R = this.maxRank;
+    const prep = this.prepare(adapter);
+    this.rankRow.fill(0);
+    const write = (group: SlotGroup, member: number, path: string) => {
+      const img = prep.images.get(path);
+      if (!img) return;
+      this.rankRow[group.rankBase + member] = img.rank;
+      q.writeBuffer(group.A, ((slot * group.members + member) * R * group.inPadded) * eb, img.a);
+      if (group.name === 'gate_up') {
+        q.writeBuffer(group.B[member]!, slot * group.memberRows[member]! * Rp * eb, img.b);
+      } else {
+        const total = group.memberRows.reduce((a, b) => a + b, 0);
+        const rowStart = group.memberRows.slice(0, member).reduce((a, b) => a + b, 0);
+        q.writeBuffer(group.B[0]!, (slot * total + rowStart) * Rp * eb, img.b);
+      }
+    };
+    this.layers.forEach((groups, l) => {
+      groups.forEach((g, gi) => GROUPS[gi]!.members.forEach((m, mi) => write(g, mi, `model.layers.${l}.${m}`)));
+    });
+    if (this.lmHead) write(this.lmHead, 0, 'lm_head');
+    if (this.embed) write(this.embed, 0, 'model.embed_tokens');
+    q.writeBuffer(this.ranks, slot * this.rankStride * 4, this.rankRow);
+  }
+
+  /** Marks `slot` empty (all ranks 0). */
+  clear(slot: number): void {
+    this.rankRow.fill(0);
+    this.gpu.queue.writeBuffer(this.ranks, slot * this.rankStride * 4, this.rankRow);
+  }
+
+  /** Slot images of `adapter` in this dtype: A padded to Kp per row, B restrided to Rp with the scale folded in. */
+  private prepare(adapter: LoraAdapter): Prepared {
+    let p = this.prepared.get(adapter);
+    if (p) return p;
+    p = { images: new Map() };
+    for (const [path, m] of adapter.modules) p.images.set(path, this.image(m));
+    this.prepared.set(adapter, p);
+    return p;
+  }
+
+  private image(m: LoraModule): { a: Uint8Array; b: Uint8Array; rank: number } {
+    const r = m.rank;
+    const Rp = this.rankPadded;
+    const Kp = pad8(m.inFeatures);
+    const a = loraFloat32(m.a); // [r, in]
+    const b = loraFloat32(m.b); // [out, r]
+    const aImg = new Float32Array(r * Kp);
+    for (let j = 0; j < r; j++) aImg.set(a.subarray(j * m.inFeatures, (j + 1) * m.inFeatures), j * Kp);
+    const bImg = new Float32Array(m.outFeatures * Rp);
+    for (let n = 0; n < m.outFeatures; n++) {
+      for (let j = 0; j < r; j++) bImg[n * Rp + j] = m.scale * b[n * r + j]!;
+    }
+    return { a: fromFloat32(aImg, this.dtype), b: fromFloat32(bImg, this.dtype), rank: r };
+  }
+
+  destroy(): void {
+    for (const b of this.buffers) b.destroy();
+  }
+}
