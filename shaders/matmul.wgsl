@@ -2,7 +2,7 @@
 //
 //   acc[m, n] = Σ_k x[m, k] · W[n, k]  (+ Σ_{j < rank} B[slot(m), n, j] · s[m, g(n)·R + j] with LORA)
 //   EPILOGUE 0: y[m, yOff + n] = acc (+ bias[n])          1: y[m, yOff + n] += acc (+ bias[n])   (residual)
-//   EPILOGUE 2: y[m, n] = silu(acc_gate (+ bias)) · (acc_up (+ bias2)), acc_up from W2 / B2      (SwiGLU)
+//   EPILOGUE 2: y[m, n] = silu(acc_gate) · acc_up, acc_up from W2 / B2 (no MLP bias: config.ts refuses it)   (SwiGLU)
 //
 // x: f32 [M, Kp], W: u32 words [N, Kp] in its file dtype (Kp = K rounded up to 8, pad columns zero, so every row
 // is whole vec4<u32> chunks), y: f32 [M, ldy]. f32 accumulation.
@@ -13,6 +13,8 @@
 // useful and each x vec4 serves ROWS rows, each W vec4 serves MT rows. The LoRA expand is split across lanes the
 // same way (lane l takes rank entries l, l + WG, ...) and folded into the accumulators before the one reduction
 // (laneSum, from reduce_*.wgsl). Dispatch (ceil(N / ROWS), ceil(M / MT)).
+// The shrink kernel (lora.wgsl) leaves a header in each row of s: [slot, rank of member 0, 1, 2] as u32 bits, then
+// the G·R shrunk values; so this kernel needs no slot or rank buffers (8 storage bindings: WebGPU's default limit).
 
 override WDTYPE: u32 = 0u; // weights: 0 f32, 1 f16, 2 bf16
 override EPILOGUE: u32 = 0u;
@@ -36,9 +38,7 @@ struct Params {
   // LoRA (unused without LORA):
   R: u32, // rank stride of s and of the slots
   Rp: u32, // row stride of B (elements)
-  ldS: u32, // row stride of s (elements)
-  rankBase: u32, // first rank-table entry of this group in a slot's row
-  rankStride: u32, // rank entries per slot
+  ldS: u32, // row stride of s (elements, header included)
   bRows: u32, // B rows per slot (all members)
   n1: u32, // first global column of member 1 (k of q/k/v), or bRows
   n2: u32, // first global column of member 2 (v), or bRows
@@ -50,13 +50,12 @@ struct Params {
 @group(0) @binding(3) var<storage, read> W: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> W2: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read> bias: array<u32>;
-@group(0) @binding(6) var<storage, read> bias2: array<u32>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
-@group(0) @binding(8) var<storage, read> loraSlot: array<u32>; // per x row
-@group(0) @binding(9) var<storage, read> ranks: array<u32>;
-@group(0) @binding(10) var<storage, read> loraS: array<f32>;
-@group(0) @binding(11) var<storage, read> B: array<u32>;
-@group(0) @binding(12) var<storage, read> B2: array<u32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+@group(0) @binding(7) var<storage, read> loraS: array<f32>; // [M, ldS]: header [slot, ranks...], then values
+@group(0) @binding(8) var<storage, read> B: array<u32>;
+@group(0) @binding(9) var<storage, read> B2: array<u32>;
+
+const S_HEADER: u32 = 4u;
 
 const MAXACC: u32 = 16u;
 
@@ -79,10 +78,8 @@ fn unpackHalf(w: u32, odd: bool, dt: u32) -> f32 {
   return bitcast<f32>(select(w << 16u, w & 0xffff0000u, odd));
 }
 
-fn loadBias(i: u32, up: bool) -> f32 {
-  let wi = select(i / 2u, i, WDTYPE == 0u);
-  var w: u32;
-  if (up) { w = bias2[wi]; } else { w = bias[wi]; }
+fn loadBias(i: u32) -> f32 {
+  let w = bias[select(i / 2u, i, WDTYPE == 0u)];
   if (WDTYPE == 0u) { return bitcast<f32>(w); }
   return unpackHalf(w, i % 2u == 1u, WDTYPE);
 }
@@ -97,14 +94,15 @@ fn loadB(i: u32, up: bool) -> f32 {
 
 // This lane's share of Σ_j B[slot, n, j] · s[m, g·R + j] for global column n (j = lane, lane + WG, ...).
 fn loraPart(m: u32, n: u32, up: bool, lane: u32) -> f32 {
-  let slot = loraSlot[m];
+  let h = m * p.ldS;
+  let slot = bitcast<u32>(loraS[h]);
   if (slot == NONE) { return 0.0; }
   var g = select(0u, 1u, up);
   if (n >= p.n1) { g = 1u; }
   if (n >= p.n2) { g = 2u; }
-  let rank = ranks[slot * p.rankStride + p.rankBase + g];
+  let rank = bitcast<u32>(loraS[h + 1u + g]);
   let b0 = (slot * p.bRows + n) * p.Rp;
-  let s0 = m * p.ldS + g * p.R;
+  let s0 = h + S_HEADER + g * p.R;
   var acc = 0.0;
   for (var j = lane; j < rank; j += WG) { acc += loadB(b0 + j, up) * loraS[s0 + j]; }
   return acc;
@@ -161,16 +159,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let n = n0 + r;
     if (n >= p.N || m >= M) { continue; }
     var v = acc[t];
-    if (HAS_BIAS) { v += loadBias(p.nBase + n, false); }
+    if (HAS_BIAS) { v += loadBias(p.nBase + n); }
     let yi = m * p.ldy + p.yOffset + n;
     if (EPILOGUE == 0u) {
       y[yi] = v;
     } else if (EPILOGUE == 1u) {
       y[yi] += v;
     } else {
-      var u = acc[ROWS * MT + t];
-      if (HAS_BIAS) { u += loadBias(p.nBase + n, true); }
-      y[yi] = silu(v) * u;
+      y[yi] = silu(v) * acc[ROWS * MT + t];
     }
   }
 }

@@ -2,11 +2,12 @@
 //
 // Contract, for m < M (M = step tokens, or step rows for the lm_head) and n < N:
 //   acc[m, n] = Σ_k x[m, k] · W[n, k]  (+ bias[n])                    f32 accumulation, W widened from its dtype
-//   with LoRA: acc[m, n] += Σ_{j < rank} B[slot[m], n, j] · s[m, g(n)·R + j]   (slot[m] = NONE: nothing)
-//     g(n) = the member of the fused projection column n belongs to (q/k/v: 0/1/2; gate 0, up 1)
+//   with LoRA: acc[m, n] += Σ_{j < rank_g} B[slot, n, j] · s[m, 4 + g(n)·R + j]  where s[m, 0..4) = (slot, rank_0,
+//     rank_1, rank_2) as u32 bits, written by the shrink (slot NONE: nothing); g(n) = the member of the fused
+//     projection column n belongs to (q/k/v: 0/1/2; gate 0, up 1)
 //   'store':  y[m, yOffset + n] = acc[m, n]
 //   'add':    y[m, yOffset + n] += acc[m, n]                            (residual connection)
-//   'swiglu': y[m, n] = silu(acc[m, n]) · acc_up[m, n]   (acc_up from W2, bias2 and B2)
+//   'swiglu': y[m, n] = silu(acc[m, n]) · acc_up[m, n]   (acc_up from W2 and B2; no bias)
 // x: f32 [M, W.colsPadded] (pad columns zero); y: f32 [M, ldy]. A W split into parts runs one dispatch per part.
 
 import type { Gpu } from '../gpu/device.js';
@@ -26,9 +27,7 @@ const PARAMS = {
   nBase: 'u32', // global index of the part's first column
   R: 'u32', // LoRA rank stride of s and slots
   Rp: 'u32', // LoRA B row stride (elements)
-  ldS: 'u32', // row stride of s (elements)
-  rankBase: 'u32', // the group's first entry in a slot's rank row
-  rankStride: 'u32', // rank entries per slot
+  ldS: 'u32', // row stride of s (elements, 4-element header included)
   bRows: 'u32', // B rows per slot
   n1: 'u32', // first global column of member 1, or bRows
   n2: 'u32', // first global column of member 2, or bRows
@@ -48,16 +47,11 @@ export interface MatmulLora {
   /** Global column boundaries of members 1 and 2 (q/k/v), bRows when absent. */
   n1: number;
   n2: number;
-  rankBase: number;
-  rankStride: number;
-  ranks: GPUBuffer;
   R: number;
   Rp: number;
-  /** Shrink output s: f32 [rows, ldS]. */
+  /** Shrink output s: f32 [rows, ldS], each row a 4-word header then the shrunk values. */
   s: GPUBuffer;
   ldS: number;
-  /** Slot of each x row (NONE = 0xffffffff). */
-  slotOf: GPUBuffer;
 }
 
 export interface MatmulSpec {
@@ -66,7 +60,6 @@ export interface MatmulSpec {
   /** Up projection for 'swiglu' (same shape, dtype and parts as W). */
   W2?: GpuMatrix;
   bias?: GpuVector;
-  bias2?: GpuVector;
   x: GPUBuffer;
   y: GPUBuffer;
   ldy: number;
@@ -83,8 +76,8 @@ export interface MatmulSpec {
 
 export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
   const gated = s.epilogue === 'swiglu';
-  if (gated && (!s.W2 || s.W2.parts.length !== s.W.parts.length || s.W2.dtype !== s.W.dtype)) {
-    throw new Error(`${s.label}: swiglu needs W2 with the same dtype and parts as W`);
+  if (gated && (!s.W2 || s.W2.parts.length !== s.W.parts.length || s.W2.dtype !== s.W.dtype || s.bias)) {
+    throw new Error(`${s.label}: swiglu needs W2 with the same dtype and parts as W, and no bias`);
   }
   const fromRows = s.rows === 'rows';
   const rowsPerGroup = gated ? 2 : 4; // ROWS · MT · (1 + gated) <= 16
@@ -101,8 +94,6 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
       R: L?.R ?? 0,
       Rp: L?.Rp ?? 0,
       ldS: L?.ldS ?? 0,
-      rankBase: L?.rankBase ?? 0,
-      rankStride: L?.rankStride ?? 0,
       bRows: L?.bRows ?? 0,
       n1: L?.n1 ?? 0,
       n2: L?.n2 ?? 0,
@@ -127,13 +118,10 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
         3: part.buffer,
         4: s.W2?.parts[i]!.buffer ?? s.dummy,
         5: s.bias?.buffer ?? s.dummy,
-        6: s.bias2?.buffer ?? s.dummy,
-        7: s.y,
-        8: (lora && L?.slotOf) || s.dummy,
-        9: (lora && L?.ranks) || s.dummy,
-        10: (lora && L?.s) || s.dummy,
-        11: (lora && L?.B) || s.dummy,
-        12: (lora && L?.B2) || s.dummy,
+        6: s.y,
+        7: (lora && L?.s) || s.dummy,
+        8: (lora && L?.B) || s.dummy,
+        9: (lora && L?.B2) || s.dummy,
       }),
     );
     return { pipeline, bgs, groups: s.W.parts.map((p) => Math.ceil(p.rows / rowsPerGroup)) };
