@@ -6,14 +6,17 @@
 // projection: q,k,v -> 3; gate,up -> 2; o, down -> 1), rank R = maxLoraRank, rows padded to Kp = pad8(K).
 // ranks[slot · rankStride + rankBase + g] is member g's rank in that slot (0: the adapter does not touch it).
 //
-// shrink:        s[t, g·R + j] = mult[t] · Σ_k x[t, k] · A[slot(t), g, j, k]    j < rank, slot(t) = slotOf[t]
-// embed_shrink:  s[t, j]       = mult[t] · A[slot(t), 0, j, ids[t]]              (A is [R][Vp]: column gather)
-// expand_add:    y[t, n]      += Σ_{j < rank} B[slot(t), n, j] · s[t, j]         (B is [N][Rp], scale folded in)
-// Tokens with slotOf[t] = NONE are skipped (their s rows are never read).
+// Each row of s starts with a 4-word header the expand reads instead of slot and rank tables (u32 bits):
+//   s[t, 0] = slot(t) = slotOf[t] (NONE: no adapter), s[t, 1 + g] = rank of member g in that slot.
+// shrink:        s[t, 4 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot(t), g, j, k]      j < rank_g
+// embed_shrink:  s[t, 4 + j]       = mult[t] · A[slot(t), 0, j, ids[t]]                (A is [R][Vp]: column gather)
+// expand_add:    y[t, n]          += Σ_{j < rank} B[slot(t), n, j] · s[t, 4 + j]       (B is [N][Rp], scale folded in)
+// Values of rows whose slot is NONE, or of members with rank 0, are never written nor read.
 
 override WDTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16 (the slots' dtype)
-const WG: u32 = 64u;
+override WG: u32 = 8u; // lanes (one subgroup for laneSum); embed kernels use it too
 const NONE: u32 = 0xffffffffu;
+const HEADER: u32 = 4u; // words before the values in each row of s
 
 struct Params {
   Kp: u32, // padded input width = row stride of x and of A (elements)
@@ -31,8 +34,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> slotOf: array<u32>;
 @group(0) @binding(3) var<storage, read> mult: array<f32>;
 @group(0) @binding(4) var<storage, read> ranks: array<u32>;
-@group(0) @binding(5) var<storage, read> A: array<u32>;
-@group(0) @binding(6) var<storage, read> x: array<f32>;
+@group(0) @binding(5) var<storage, read> A: array<u32>; // scalar view (embedding gather, expand)
+@group(0) @binding(6) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> A4: array<vec4<u32>>; // vec4 view of the same A (shrink)
 @group(0) @binding(7) var<storage, read_write> s: array<f32>;
 
 fn elem(i: u32) -> f32 {
@@ -42,20 +46,54 @@ fn elem(i: u32) -> f32 {
   return bitcast<f32>(select(w << 16u, w & 0xffff0000u, i % 2u == 1u));
 }
 
-// One workgroup per (token, member); thread j computes s[t, g·R + j] for j = tid, tid + WG, ... < rank.
+// Shrink, in the matmul's K-split form (loads are what costs on lavapipe): a workgroup computes ROWS consecutive
+// rows j of member g for token t; its WG lanes split Kp in vec4<u32> chunks and reduce once with laneSum.
+// Dispatch (ceil(R / ROWS), T, G).
+const ROWS: u32 = 4u;
+
+fn aChunk(i: u32) -> array<vec4<f32>, 2> {
+  let v = A4[i];
+  if (WDTYPE == 0u) { return array<vec4<f32>, 2>(bitcast<vec4<f32>>(v), vec4<f32>(0.0)); }
+  if (WDTYPE == 1u) {
+    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
+                               vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
+  }
+  let lo = bitcast<vec4<f32>>(v << vec4<u32>(16u));
+  let hi = bitcast<vec4<f32>>(v & vec4<u32>(0xffff0000u));
+  return array<vec4<f32>, 2>(vec4<f32>(lo.x, hi.x, lo.y, hi.y), vec4<f32>(lo.z, hi.z, lo.w, hi.w));
+}
+
 @compute @workgroup_size(WG)
-fn shrink(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  let t = wg.x;
-  let g = wg.y;
+fn shrink(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+  let t = wg.y;
+  let g = wg.z;
+  let j0 = wg.x * ROWS;
   let slot = slotOf[t];
+  let h = t * p.ldS;
+  if (lane == 0u && wg.x == 0u && g == 0u) { s[h] = bitcast<f32>(slot); }
+  // slot and rank are the same for every lane: the early returns keep control flow uniform.
   if (slot == NONE) { return; }
   let rank = ranks[slot * p.rankStride + p.rankBase + g];
+  if (lane == 0u && wg.x == 0u) { s[h + 1u + g] = bitcast<f32>(rank); }
+  if (j0 >= rank) { return; }
+  let XPV = select(2u, 1u, WDTYPE == 0u); // x vec4s per A vec4
+  let KV = p.Kp / (4u * XPV);
+  var acc = array<f32, ROWS>(0.0, 0.0, 0.0, 0.0);
+  for (var k = lane; k < KV; k += WG) {
+    let xb = t * (p.Kp / 4u) + k * XPV;
+    let x0 = x4[xb];
+    var x1 = vec4<f32>(0.0);
+    if (XPV == 2u) { x1 = x4[xb + 1u]; }
+    for (var r = 0u; r < ROWS; r++) {
+      let row = (slot * p.G + g) * p.R + min(j0 + r, rank - 1u);
+      let d = aChunk(row * KV + k);
+      acc[r] += dot(d[0], x0) + dot(d[1], x1);
+    }
+  }
   let m = mult[t];
-  for (var j = tid; j < rank; j += WG) {
-    let a0 = ((slot * p.G + g) * p.R + j) * p.Kp;
-    var acc = 0.0;
-    for (var k = 0u; k < p.Kp; k++) { acc += x[t * p.Kp + k] * elem(a0 + k); }
-    s[t * p.ldS + g * p.R + j] = m * acc;
+  for (var r = 0u; r < ROWS; r++) {
+    let total = laneSum(acc[r], lane);
+    if (lane == 0u && j0 + r < rank) { s[h + HEADER + g * p.R + j0 + r] = m * total; }
   }
 }
 
@@ -68,7 +106,7 @@ fn embed_shrink(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   if (slot == NONE) { return; }
   let rank = ranks[slot * p.rankStride + p.rankBase];
   for (var j = tid; j < rank; j += WG) {
-    s[t * p.ldS + j] = mult[t] * elem((slot * p.R + j) * p.N + ids[t]);
+    s[t * p.ldS + HEADER + j] = mult[t] * elem((slot * p.R + j) * p.N + ids[t]);
   }
 }
 
@@ -83,6 +121,6 @@ fn expand_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
   if (slot == NONE || n >= p.N) { return; }
   let rank = ranks[slot * p.rankStride + p.rankBase];
   var acc = 0.0;
-  for (var j = 0u; j < rank; j++) { acc += elem((slot * p.N + n) * p.Rp + j) * s[t * p.ldS + j]; }
+  for (var j = 0u; j < rank; j++) { acc += elem((slot * p.N + n) * p.Rp + j) * s[t * p.ldS + HEADER + j]; }
   y[t * p.ldy + n] += acc;
 }

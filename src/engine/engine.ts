@@ -12,8 +12,9 @@ import type { SamplingParams } from './sampling-params.js';
 import { resolveSampling } from './sampling-params.js';
 import type { SchedulerLimits } from './scheduler.js';
 import { Scheduler } from './scheduler.js';
-import type { FinishReason } from './sequence.js';
+import type { FinishReason, SequenceLora } from './sequence.js';
 import { Sequence } from './sequence.js';
+import type { SlotPool } from '../lora/slot-pool.js';
 
 export interface EngineLimits extends SchedulerLimits {
   maxModelLen: number; // prompt + output tokens per sequence
@@ -49,12 +50,12 @@ export class Engine {
   private loop: Promise<void> | null = null;
   private closed = false;
 
-  constructor(runner: ModelRunner, tokenizer: Tokenizer | null, eosIds: number[], limits: EngineLimits) {
+  constructor(runner: ModelRunner, tokenizer: Tokenizer | null, eosIds: number[], limits: EngineLimits, slots: SlotPool | null = null) {
     this.runner = runner;
     this.tokenizer = tokenizer;
     this.eosIds = eosIds;
     this.limits = limits;
-    this.scheduler = new Scheduler(runner.batch, runner.kv, limits);
+    this.scheduler = new Scheduler(runner.batch, runner.kv, limits, slots);
   }
 
   /** Number of requests not finished yet. */
@@ -62,14 +63,21 @@ export class Engine {
     return this.active.size;
   }
 
-  /** Queues a request; generation starts on the next step. */
-  add(promptIds: readonly number[], params: SamplingParams = {}, requestId?: string): RequestStream {
+  /**
+   * Queues a request (with a parsed adapter, or none); generation starts on the next step. `stream` is the
+   * caller's own RequestStream when it was handed out before the request could be queued (adapter loading).
+   */
+  add(
+    promptIds: readonly number[],
+    params: SamplingParams = {},
+    lora: SequenceLora | null = null,
+    stream: RequestStream = new RequestStream(`req-${this.nextId++}`),
+  ): RequestStream {
     if (this.closed) throw new PolyloraError('INVALID_ARGUMENT', 'the engine is closed');
-    const id = requestId ?? `req-${this.nextId++}`;
+    const id = stream.requestId;
     const sampling = resolveSampling(params, `request ${id}`);
     this.checkPrompt(id, promptIds);
-    const seq = new Sequence(this.nextId++, promptIds, sampling);
-    const stream = new RequestStream(id);
+    const seq = new Sequence(this.nextId++, promptIds, sampling, lora);
     const a: Active = {
       seq,
       stream,
@@ -81,6 +89,10 @@ export class Engine {
     };
     stream.abort = () => this.finish(a, 'abort');
     this.active.set(seq, a);
+    if (stream.abortedEarly) {
+      this.finish(a, 'abort');
+      return stream;
+    }
     this.scheduler.add(seq);
     this.stats.promptTokens += promptIds.length;
     this.kick();

@@ -5,6 +5,10 @@
 //   const [out] = await llm.generate('Once upon a time', { maxTokens: 32, temperature: 0 });
 //   for await (const c of llm.stream('Hello', { maxTokens: 64 })) process.stdout.write(c.text);
 //   await llm.close();
+//
+// Multi-LoRA (vLLM's API in camelCase): load with { enableLora: true, maxLoras, maxLoraRank, maxCpuLoras }, then
+//   await llm.generate(prompts, params, { lora: new LoRARequest('pirate', 1, './adapters/pirate') })
+// or one LoRARequest (or null = base) per prompt; every adapter in one batch runs in the same steps.
 
 import { PolyloraError } from '../errors.js';
 import type { FileTree } from '../io/source.js';
@@ -19,8 +23,15 @@ import type { HubOptions } from '../platform/platform.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { ChatMessage } from '../tokenizer/chat-template.js';
 import { Engine } from './engine.js';
+import type { SequenceLora } from './sequence.js';
+import { LoRARequest, type LoRARequestInit } from './lora-request.js';
+import { AdapterRegistry } from '../lora/cpu-cache.js';
+import { LoraSlots } from '../lora/gpu-slots.js';
+import { SlotPool, type SlotInfo } from '../lora/slot-pool.js';
+import type { LoraAdapter } from '../lora/adapter.js';
 import { loadModelFiles, resolveModelFiles } from './load.js';
-import type { RequestOutput, RequestStream } from './request.js';
+import type { RequestOutput } from './request.js';
+import { RequestStream } from './request.js';
 import type { SamplingParams } from './sampling-params.js';
 
 export interface LLMOptions {
@@ -42,6 +53,21 @@ export interface LLMOptions {
   onWarning?: (message: string) => void;
   /** Run on this device instead of creating one (it stays open after close()). */
   gpu?: Gpu;
+  /** Serve LoRA adapters (allocates GPU slots). */
+  enableLora?: boolean;
+  /** Adapters resident on the GPU at once (slots), default 4. One step mixes at most this many. */
+  maxLoras?: number;
+  /** Largest adapter rank accepted, default 16. */
+  maxLoraRank?: number;
+  /** Parsed adapters kept in CPU memory, default max(maxLoras, 8). */
+  maxCpuLoras?: number;
+  /** Also allocate slots for adapters of lm_head / embed_tokens (vocab-sized), default false. */
+  loraEmbeddings?: boolean;
+}
+
+export interface RequestOptions {
+  /** The adapter for every prompt, or one per prompt (null = base model). */
+  lora?: LoRARequest | LoRARequestInit | null | (LoRARequest | LoRARequestInit | null)[];
 }
 
 export type Prompt = string | { prompt: string } | { promptIds: number[] };
@@ -53,6 +79,14 @@ export interface LLMInfo {
   kvCapacityTokens: number;
   maxModelLen: number;
   weightBytes: number;
+  /** GPU memory of the LoRA slots (0 without enableLora). */
+  loraSlotBytes: number;
+}
+
+interface LoraState {
+  registry: AdapterRegistry;
+  slots: LoraSlots;
+  pool: SlotPool;
 }
 
 export class LLM {
@@ -64,12 +98,14 @@ export class LLM {
   private readonly weights: ModelWeights;
   private readonly runner: ModelRunner;
   private readonly kv: KvPool;
+  private readonly lora: LoraState | null;
   private closed = false;
+  private streams = 0;
 
   private constructor(
     info: LLMInfo,
     tokenizer: Tokenizer | null,
-    parts: { engine: Engine; gpu: Gpu | null; weights: ModelWeights; runner: ModelRunner; kv: KvPool },
+    parts: { engine: Engine; gpu: Gpu | null; weights: ModelWeights; runner: ModelRunner; kv: KvPool; lora: LoraState | null },
   ) {
     this.info = info;
     this.tokenizer = tokenizer;
@@ -78,6 +114,7 @@ export class LLM {
     this.weights = parts.weights;
     this.runner = parts.runner;
     this.kv = parts.kv;
+    this.lora = parts.lora;
   }
 
   /** Loads a model from a local folder, a Hub id (`org/name[@revision]`), or a FileTree. */
@@ -104,13 +141,41 @@ export class LLM {
         maxModelLen = kv.capacityTokens;
       }
       const maxNumBatchedTokens = Math.max(options.maxNumBatchedTokens ?? 256, maxNumSeqs);
-      const runner = await ModelRunner.create(gpu, c, weights, kv, {
-        maxTokens: maxNumBatchedTokens,
-        maxRows: maxNumSeqs,
-        maxSeqs: maxNumSeqs,
-        maxModelLen,
-      });
-      const engine = new Engine(runner, loaded.tokenizer, loaded.eosIds, { maxNumSeqs, maxNumBatchedTokens, maxModelLen });
+      let lora: LoraState | null = null;
+      if (options.enableLora) {
+        const maxLoras = options.maxLoras ?? 4;
+        const maxLoraRank = options.maxLoraRank ?? 16;
+        // Slots in the base model's dtype (as vLLM casts adapters to the model dtype).
+        const slots = new LoraSlots(gpu, c, weights.layers[0]?.qkv.dtype ?? 'F32', {
+          maxLoras,
+          maxRank: maxLoraRank,
+          embeddings: !!options.loraEmbeddings,
+        });
+        const registry = new AdapterRegistry({
+          base: c,
+          baseName: typeof model === 'string' ? model : model.label,
+          maxCpuLoras: options.maxCpuLoras ?? Math.max(maxLoras, 8),
+          maxLoraRank,
+          resolve: (src) => resolveModelFiles(src, options.hub),
+          onWarning: warn,
+        });
+        lora = { registry, slots, pool: new SlotPool(slots) };
+      }
+      const runner = await ModelRunner.create(
+        gpu,
+        c,
+        weights,
+        kv,
+        { maxTokens: maxNumBatchedTokens, maxRows: maxNumSeqs, maxSeqs: maxNumSeqs, maxModelLen },
+        lora?.slots,
+      );
+      const engine = new Engine(
+        runner,
+        loaded.tokenizer,
+        loaded.eosIds,
+        { maxNumSeqs, maxNumBatchedTokens, maxModelLen },
+        lora?.pool ?? null,
+      );
       const info: LLMInfo = {
         model: typeof model === 'string' ? model : model.label,
         config: c,
@@ -118,8 +183,9 @@ export class LLM {
         kvCapacityTokens: kv.capacityTokens,
         maxModelLen,
         weightBytes: weights.bytesPerToken,
+        loraSlotBytes: lora?.slots.bytes ?? 0,
       };
-      return new LLM(info, loaded.tokenizer, { engine, gpu: ownGpu ? gpu : null, weights, runner, kv });
+      return new LLM(info, loaded.tokenizer, { engine, gpu: ownGpu ? gpu : null, weights, runner, kv, lora });
     } catch (e) {
       if (ownGpu) gpu.destroy();
       throw e;
@@ -139,32 +205,146 @@ export class LLM {
     return this.tokenizer.encode(text);
   }
 
-  /** Starts one request and streams its chunks. Breaking out of the loop aborts it. */
-  stream(prompt: Prompt, params: SamplingParams = {}): RequestStream {
+  /**
+   * Starts one request and streams its chunks. Breaking out of the loop aborts it. The adapter (if any) is read
+   * and validated first, so a bad adapter rejects here and nothing else is disturbed.
+   */
+  stream(prompt: Prompt, params: SamplingParams = {}, options: { lora?: LoRARequest | LoRARequestInit | null } = {}): RequestStream {
     this.checkOpen();
-    return this.engine.add(this.encode(prompt), params);
+    const ids = this.encode(prompt);
+    if (!options.lora) return this.submit(ids, params, null);
+    // The adapter is read first; its errors arrive through the stream (iteration throws, result rejects).
+    const stream = new RequestStream(`req-lora-${++this.streams}`);
+    this.prepareLora(options.lora).then(
+      (lora) => {
+        try {
+          this.submit(ids, params, lora, stream);
+        } catch (e) {
+          stream.fail(e);
+        }
+      },
+      (e) => stream.fail(e),
+    );
+    return stream;
   }
 
   /** Generates for every prompt (all admitted into the same batches); outputs are in prompt order. */
-  async generate(prompts: Prompt | Prompt[], params: SamplingParams | SamplingParams[] = {}): Promise<RequestOutput[]> {
+  async generate(
+    prompts: Prompt | Prompt[],
+    params: SamplingParams | SamplingParams[] = {},
+    options: RequestOptions = {},
+  ): Promise<RequestOutput[]> {
     this.checkOpen();
     const list = Array.isArray(prompts) ? prompts : [prompts];
-    if (Array.isArray(params) && params.length !== list.length) {
-      throw new PolyloraError('INVALID_ARGUMENT', 'one sampling params object per prompt', {
-        field: 'params',
-        expected: `${list.length}`,
-        found: `${params.length}`,
-      });
-    }
+    const perPrompt = <T>(v: T | T[], field: string): T[] => {
+      if (!Array.isArray(v)) return list.map(() => v);
+      if (v.length !== list.length) {
+        throw new PolyloraError('INVALID_ARGUMENT', `one ${field} per prompt`, { field, expected: `${list.length}`, found: `${v.length}` });
+      }
+      return v;
+    };
+    const ps = perPrompt(params, 'params');
+    const loraReqs = perPrompt(options.lora ?? null, 'lora');
     const ids = list.map((p) => this.encode(p));
-    const streams = ids.map((p, i) => this.engine.add(p, Array.isArray(params) ? params[i] : params));
+    // Adapters first (each distinct one read once); only then is anything queued.
+    const byName = new Map<string, Promise<LoraAdapter>>();
+    const loras = await Promise.all(
+      loraReqs.map((r) => {
+        if (!r) return null;
+        const req = LoRARequest.from(r);
+        let p = byName.get(req.name);
+        if (!p) byName.set(req.name, (p = this.adapterFor(req)));
+        return p.then((adapter): SequenceLora => ({ adapter, scale: req.scale }));
+      }),
+    );
+    const streams = ids.map((p, i) => this.submit(p, ps[i]!, loras[i]!));
     return Promise.all(streams.map((s) => s.result));
   }
 
+  /** Registers an adapter under its name (vLLM's add_lora); it is read on first use. */
+  addLora(request: LoRARequest | LoRARequestInit): void {
+    const { registry } = this.loraState();
+    const req = LoRARequest.from(request);
+    if (registry.has(req.name)) {
+      if (registry.sourceOf(req.name) !== req.path) {
+        throw new PolyloraError('INVALID_ARGUMENT', `adapter "${req.name}" is already registered from another source`, {
+          field: 'name',
+          expected: String(registry.sourceOf(req.name)),
+          found: typeof req.path === 'string' ? req.path : req.path.label,
+          hint: 'remove it first (removeLora) or use another name',
+        });
+      }
+      return;
+    }
+    registry.register(req.name, req.path);
+  }
+
+  /** Forgets an adapter (vLLM's remove_lora); refused while requests use it. */
+  removeLora(name: string): void {
+    const { registry, pool } = this.loraState();
+    registry.unregister(name);
+    pool.evictName(name);
+  }
+
+  /** Registered adapter names (vLLM's list_loras). */
+  listLoras(): string[] {
+    return this.lora?.registry.names() ?? [];
+  }
+
+  /** Which adapter is in which GPU slot. */
+  loraSlots(): SlotInfo[] {
+    return this.lora?.pool.residency() ?? [];
+  }
+
+  /** Slot load counters (loads, evictions, hits, last load time). */
+  get loraStats() {
+    return this.lora ? { slots: this.lora.pool.stats, cpu: this.lora.registry.stats } : null;
+  }
+
+  private loraState(): LoraState {
+    if (!this.lora) {
+      throw new PolyloraError('INVALID_ARGUMENT', 'this LLM was loaded without LoRA support', {
+        hint: 'load it with { enableLora: true } (serve: --enable-lora)',
+      });
+    }
+    return this.lora;
+  }
+
+  /** The parsed adapter for a request, registered on first use and pinned in the CPU cache until released. */
+  private async adapterFor(req: LoRARequest): Promise<LoraAdapter> {
+    const { registry, slots } = this.loraState();
+    this.addLora(req);
+    const adapter = await registry.acquire(req.name);
+    try {
+      slots.check(adapter);
+    } catch (e) {
+      registry.unpin(req.name);
+      throw e;
+    }
+    return adapter;
+  }
+
+  private async prepareLora(r: LoRARequest | LoRARequestInit): Promise<SequenceLora> {
+    const req = LoRARequest.from(r);
+    return { adapter: await this.adapterFor(req), scale: req.scale };
+  }
+
+  /** Queues one request; its adapter's CPU pin is dropped when it ends. */
+  private submit(ids: number[], params: SamplingParams, lora: SequenceLora | null, into?: RequestStream): RequestStream {
+    try {
+      const stream = this.engine.add(ids, params, lora, into);
+      if (lora) void stream.result.finally(() => this.lora!.registry.unpin(lora.adapter.name)).catch(() => {});
+      return stream;
+    } catch (e) {
+      if (lora) this.lora!.registry.unpin(lora.adapter.name);
+      throw e;
+    }
+  }
+
   /** Renders `messages` with the model's chat template and generates the assistant's reply. */
-  async chat(messages: ChatMessage[], params: SamplingParams = {}): Promise<RequestOutput> {
+  async chat(messages: ChatMessage[], params: SamplingParams = {}, options: RequestOptions = {}): Promise<RequestOutput> {
     const text = this.chatPrompt(messages);
-    const [out] = await this.generate({ promptIds: this.tokenizer!.encode(text, { addSpecialTokens: false }) }, params);
+    const [out] = await this.generate({ promptIds: this.tokenizer!.encode(text, { addSpecialTokens: false }) }, params, options);
     return out!;
   }
 
@@ -184,6 +364,7 @@ export class LLM {
     if (this.closed) return;
     this.closed = true;
     await this.engine.close();
+    this.lora?.slots.destroy();
     this.runner.destroy();
     this.kv.destroy();
     this.weights.destroy();

@@ -41,8 +41,12 @@ export class RequestStream implements AsyncIterable<Chunk> {
   private done = false;
   private resolveResult!: (o: RequestOutput) => void;
   private rejectResult!: (e: unknown) => void;
-  /** Set by the engine: stops generation and frees the request's KV blocks. */
-  abort: () => void = () => {};
+  /** True once abort() was called before the engine took the request. */
+  abortedEarly = false;
+  /** Stops generation and frees the request's KV blocks (the engine installs it when it takes the request). */
+  abort: () => void = () => {
+    this.abortedEarly = true;
+  };
 
   constructor(requestId: string) {
     this.requestId = requestId;
@@ -57,6 +61,11 @@ export class RequestStream implements AsyncIterable<Chunk> {
   push(c: Chunk): void {
     this.queue.push(c);
     this.notify();
+  }
+
+  /** True once the request has finished, failed or been aborted. */
+  get settled(): boolean {
+    return this.done;
   }
 
   finish(out: RequestOutput): void {

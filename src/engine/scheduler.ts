@@ -4,10 +4,16 @@
 // blocks allow; long prompts are prefilled in chunks so they cannot starve running decodes. When a decode needs
 // a block and none is free, the most recently admitted sequence is preempted: its blocks are freed and it is
 // recomputed from its tokens later (vLLM's recompute preemption).
+// A sequence with a LoRA adapter holds a GPU slot while it runs; a waiting one whose adapter cannot get a slot
+// (all slots referenced by running sequences) is passed over for now, and later ones may start before it.
 
 import type { KvPool } from '../kv/kv-pool.js';
+import type { SlotPool } from '../lora/slot-pool.js';
 import type { StepBatch } from '../model/step-batch.js';
 import type { Sequence } from './sequence.js';
+
+/** slotOf value of a token that runs the base model only. */
+const NO_SLOT = 0xffffffff;
 
 export interface SchedulerLimits {
   maxNumSeqs: number; // sequences in one step
@@ -29,11 +35,13 @@ export class Scheduler {
   private readonly batch: StepBatch;
   private readonly kv: KvPool;
   private readonly limits: SchedulerLimits;
+  private readonly slots: SlotPool | null;
 
-  constructor(batch: StepBatch, kv: KvPool, limits: SchedulerLimits) {
+  constructor(batch: StepBatch, kv: KvPool, limits: SchedulerLimits, slots: SlotPool | null = null) {
     this.batch = batch;
     this.kv = kv;
     this.limits = limits;
+    this.slots = slots;
   }
 
   get hasWork(): boolean {
@@ -51,6 +59,7 @@ export class Scheduler {
     const j = this.waiting.indexOf(seq);
     if (j >= 0) this.waiting.splice(j, 1);
     this.freeBlocks(seq);
+    this.releaseSlot(seq);
   }
 
   /** Fills the step batch; returns the plan (reused between steps), empty when nothing can run. */
@@ -73,12 +82,20 @@ export class Scheduler {
       budget -= n;
       i++;
     }
-    // 2. Admit waiting sequences in arrival order.
-    while (this.waiting.length > 0 && budget > 0 && this.plan.length < this.limits.maxNumSeqs) {
-      const seq = this.waiting[0]!;
+    // 2. Admit waiting sequences in arrival order (passing over those whose adapter has no slot yet).
+    let w = 0;
+    while (w < this.waiting.length && budget > 0 && this.plan.length < this.limits.maxNumSeqs) {
+      const seq = this.waiting[w]!;
+      if (!this.acquireSlot(seq)) {
+        w++;
+        continue;
+      }
       const n = Math.min(seq.numPending, budget);
-      if (!this.reserve(seq, n, false)) break;
-      this.waiting.shift();
+      if (!this.reserve(seq, n, false)) {
+        this.releaseSlot(seq);
+        break;
+      }
+      this.waiting.splice(w, 1);
       this.running.push(seq);
       this.place(seq, n);
       budget -= n;
@@ -116,8 +133,23 @@ export class Scheduler {
   private preempt(seq: Sequence): void {
     this.running.splice(this.running.indexOf(seq), 1);
     this.freeBlocks(seq);
+    this.releaseSlot(seq);
     seq.numComputed = 0;
     this.waiting.unshift(seq);
+  }
+
+  /** True when the sequence needs no adapter or now holds its adapter's slot. */
+  private acquireSlot(seq: Sequence): boolean {
+    if (!seq.lora || seq.slot >= 0) return true;
+    if (!this.slots) throw new Error('a LoRA sequence reached an engine without LoRA slots');
+    seq.slot = this.slots.acquire(seq.lora.adapter);
+    return seq.slot >= 0;
+  }
+
+  private releaseSlot(seq: Sequence): void {
+    if (seq.slot < 0) return;
+    this.slots!.release(seq.slot);
+    seq.slot = -1;
   }
 
   private freeBlocks(seq: Sequence): void {
@@ -133,6 +165,9 @@ export class Scheduler {
     const tableBase = seqRow * b.limits.maxBlocksPerSeq;
     for (let j = 0; j < seq.blocks.length; j++) b.blockTables[tableBase + j] = seq.blocks[j]!;
     const start = seq.numComputed;
+    const slot = seq.slot >= 0 ? seq.slot : NO_SLOT;
+    const mult = seq.lora?.scale ?? 0;
+    if (seq.slot >= 0) b.lora = true;
     for (let i = 0; i < n; i++) {
       const pos = start + i;
       const t = b.tokens++;
@@ -140,11 +175,15 @@ export class Scheduler {
       b.positions[t] = pos;
       b.seqOf[t] = seqRow;
       b.slots[t] = seq.blocks[Math.floor(pos / B)]! * B + (pos % B);
+      b.slotOf[t] = slot;
+      b.mult[t] = mult;
     }
     let row = -1;
     if (start + n === seq.tokens.length) {
       row = b.rows++;
       b.sampleRows[row] = b.tokens - 1;
+      b.rowSlot[row] = slot;
+      b.rowMult[row] = mult;
       const sp = seq.sampling;
       b.setSampling(row, {
         temperature: sp.temperature,

@@ -112,6 +112,11 @@ export class AdapterRegistry {
     return this.entry(name).id;
   }
 
+  /** Where `name` is read from, as registered. */
+  sourceOf(name: string): AdapterSource {
+    return this.entry(name).source;
+  }
+
   /** True when the parsed adapter is in memory now. */
   isCached(name: string): boolean {
     return this.entries.get(name)?.adapter != null;

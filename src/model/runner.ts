@@ -5,6 +5,8 @@
 //   xn = rmsnorm(x)·w_in;  qkv = xn·W_qkvᵀ (+b);  rope(q, k) and k, v -> paged cache;  a = attention(q, cache)
 //   x += a·W_oᵀ;  xn = rmsnorm(x)·w_post;  m = silu(xn·W_gateᵀ) · (xn·W_upᵀ);  x += m·W_downᵀ
 // Then xs[r] = rmsnorm(x[sampleRows[r]])·w_final; logits = xs·W_lmᵀ; token[r] = sample(logits[r]).
+// With LoRA slots, every projection group first runs the shrink (s = x·Aᵀ per row's slot) and its matmul adds
+// s·Bᵀ before the epilogue; steps without adapters skip all of it (StepDims.lora).
 
 import type { Gpu } from '../gpu/device.js';
 import { pad8 } from '../gpu/tensors.js';
@@ -16,6 +18,9 @@ import { matmulOp } from '../kernels/matmul.js';
 import { ropeOp } from '../kernels/rope.js';
 import { attentionOp } from '../kernels/attention.js';
 import { sampleOp } from '../kernels/sample.js';
+import { embedLoraOp, loraShrinkOp, S_HEADER } from '../kernels/lora.js';
+import type { MatmulLora } from '../kernels/matmul.js';
+import type { LoraSlots, SlotGroup } from '../lora/gpu-slots.js';
 import type { KvPool } from '../kv/kv-pool.js';
 import type { ModelConfig } from './config-types.js';
 import type { ModelWeights } from './gpu-weights.js';
@@ -42,7 +47,7 @@ export class ModelRunner {
   private readonly outLogprobs: GPUBuffer;
   private readonly staging: GPUBuffer;
   private readonly result: StepResult;
-  private readonly dims: StepDims = { tokens: 0, seqs: 0 };
+  private readonly dims: StepDims = { tokens: 0, seqs: 0, lora: false };
 
   private constructor(
     gpu: Gpu,
@@ -74,6 +79,7 @@ export class ModelRunner {
     w: ModelWeights,
     kv: KvPool,
     limits: Omit<StepLimits, 'maxBlocksPerSeq'> & { maxModelLen: number },
+    slots?: LoraSlots,
   ): Promise<ModelRunner> {
     const maxBlocksPerSeq = Math.ceil(limits.maxModelLen / kv.blockSize);
     const batch = new StepBatch(gpu, { ...limits, maxBlocksPerSeq });
@@ -107,13 +113,72 @@ export class ModelRunner {
     buffers.push(rot);
     const dims = batch.dims;
 
+    // Multi-LoRA: one scratch s [max(T, R), 4 + 3·rank] reused by every group (shrink, then its matmul).
+    const ldS = slots ? S_HEADER + 3 * slots.maxRank : 0;
+    const s = slots ? buf('lora.s', Math.max(T, R) * ldS * 4) : dummy;
+    const lora = async (group: SlotGroup, input: GPUBuffer, label: string, rows?: 'rows'): Promise<{ shrink: Op[]; mm?: MatmulLora }> => {
+      if (!slots) return { shrink: [] };
+      const total = group.memberRows.reduce((a, b) => a + b, 0);
+      const qkvBounds = group.name === 'qkv';
+      return {
+        shrink: [
+          await loraShrinkOp(gpu, {
+            label: `${label}.shrink`,
+            slots,
+            group,
+            x: input,
+            s,
+            ldS,
+            slotOf: rows ? batch.rowSlotBuf : batch.slotOfBuf,
+            mult: rows ? batch.rowMultBuf : batch.multBuf,
+            rows,
+          }),
+        ],
+        mm: {
+          dtype: slots.dtype,
+          B: group.B[0]!,
+          B2: group.B[1],
+          bRows: group.name === 'gate_up' ? group.memberRows[0]! : total,
+          n1: qkvBounds ? group.memberRows[0]! : total,
+          n2: qkvBounds ? group.memberRows[0]! + group.memberRows[1]! : total,
+          R: slots.maxRank,
+          Rp: slots.rankPadded,
+          s,
+          ldS,
+        },
+      };
+    };
+
     const ops: Op[] = [await embedOp(gpu, { label: 'embed', E: w.embed, ids: batch.idsBuf, x, ldx: H })];
+    if (slots?.embed) {
+      ops.push(
+        await embedLoraOp(gpu, {
+          label: 'embed.lora',
+          slots,
+          group: slots.embed,
+          ids: batch.idsBuf,
+          slotOf: batch.slotOfBuf,
+          mult: batch.multBuf,
+          s,
+          ldS,
+          x,
+          ldx: H,
+          hidden: c.hiddenSize,
+        }),
+      );
+    }
     for (let l = 0; l < c.numLayers; l++) {
       const L = w.layers[l]!;
       const n = `layer${l}`;
+      const G = slots?.layers[l];
+      const qkvLora = G ? await lora(G[0]!, xn, `${n}.qkv`) : { shrink: [] };
+      const oLora = G ? await lora(G[1]!, attn, `${n}.o`) : { shrink: [] };
+      const guLora = G ? await lora(G[2]!, xn, `${n}.gate_up`) : { shrink: [] };
+      const downLora = G ? await lora(G[3]!, mlp, `${n}.down`) : { shrink: [] };
       ops.push(
         await rmsnormOp(gpu, { label: `${n}.input_norm`, w: L.inputNorm, x, y: xn, ld: H, eps: c.rmsNormEps }),
-        await matmulOp(gpu, { label: `${n}.qkv`, W: L.qkv, bias: L.qkvBias, x: xn, y: qkv, ldy: ldqkv, epilogue: 'store', dims, dummy }),
+        ...qkvLora.shrink,
+        await matmulOp(gpu, { label: `${n}.qkv`, W: L.qkv, bias: L.qkvBias, x: xn, y: qkv, ldy: ldqkv, epilogue: 'store', dims, dummy, lora: qkvLora.mm }),
         await ropeOp(gpu, {
           label: `${n}.rope`,
           nh: c.numHeads,
@@ -149,15 +214,20 @@ export class ModelRunner {
           vcache: kv.v[l]!,
           o: attn,
         }),
-        await matmulOp(gpu, { label: `${n}.o`, W: L.o, bias: L.oBias, x: attn, y: x, ldy: H, epilogue: 'add', dims, dummy }),
+        ...oLora.shrink,
+        await matmulOp(gpu, { label: `${n}.o`, W: L.o, bias: L.oBias, x: attn, y: x, ldy: H, epilogue: 'add', dims, dummy, lora: oLora.mm }),
         await rmsnormOp(gpu, { label: `${n}.post_norm`, w: L.postNorm, x, y: xn, ld: H, eps: c.rmsNormEps }),
-        await matmulOp(gpu, { label: `${n}.gate_up`, W: L.gate, W2: L.up, x: xn, y: mlp, ldy: ldmlp, epilogue: 'swiglu', dims, dummy }),
-        await matmulOp(gpu, { label: `${n}.down`, W: L.down, x: mlp, y: x, ldy: H, epilogue: 'add', dims, dummy }),
+        ...guLora.shrink,
+        await matmulOp(gpu, { label: `${n}.gate_up`, W: L.gate, W2: L.up, x: xn, y: mlp, ldy: ldmlp, epilogue: 'swiglu', dims, dummy, lora: guLora.mm }),
+        ...downLora.shrink,
+        await matmulOp(gpu, { label: `${n}.down`, W: L.down, x: mlp, y: x, ldy: H, epilogue: 'add', dims, dummy, lora: downLora.mm }),
       );
     }
+    const headLora = slots?.lmHead ? await lora(slots.lmHead, xs, 'lm_head', 'rows') : { shrink: [] };
     ops.push(
       await rmsnormOp(gpu, { label: 'final_norm', w: w.finalNorm, x, y: xs, ld: H, eps: c.rmsNormEps, rows: batch.sampleRowsBuf }),
-      await matmulOp(gpu, { label: 'lm_head', W: w.lmHead, x: xs, y: logits, ldy: ldv, epilogue: 'store', rows: 'rows', dims, dummy }),
+      ...headLora.shrink,
+      await matmulOp(gpu, { label: 'lm_head', W: w.lmHead, x: xs, y: logits, ldy: ldv, epilogue: 'store', rows: 'rows', dims, dummy, lora: headLora.mm }),
       await sampleOp(gpu, {
         label: 'sample',
         vocab: c.vocabSize,
@@ -181,6 +251,7 @@ export class ModelRunner {
     b.upload(this.gpu.queue);
     this.dims.tokens = b.tokens;
     this.dims.seqs = b.rows;
+    this.dims.lora = b.lora;
     const enc = this.gpu.device.createCommandEncoder();
     const pass = enc.beginComputePass();
     this.forward.encode(pass, this.dims);
@@ -209,6 +280,7 @@ export class ModelRunner {
     b.upload(this.gpu.queue);
     this.dims.tokens = b.tokens;
     this.dims.seqs = b.rows;
+    this.dims.lora = b.lora;
     await this.gpu.queue.onSubmittedWorkDone();
     const out: { label: string; ms: number }[] = [];
     for (const op of this.ops) {

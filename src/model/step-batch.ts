@@ -32,6 +32,13 @@ export class StepBatch {
   readonly slots: Uint32Array; // [maxTokens] KV slot the token's k/v are written to
   readonly blockTables: Uint32Array; // [maxSeqs, maxBlocksPerSeq]
   readonly sampleRows: Uint32Array; // [maxRows] token row sampled by each sample row
+  // Multi-LoRA, used when `lora` is set for the step: adapter slot (NONE = base only) and scale multiplier.
+  readonly slotOf: Uint32Array; // [maxTokens]
+  readonly mult: Float32Array; // [maxTokens]
+  readonly rowSlot: Uint32Array; // [maxRows] slot of each sampled row (lm_head LoRA)
+  readonly rowMult: Float32Array; // [maxRows]
+  /** Some token of this step runs with an adapter. */
+  lora = false;
   private readonly samplingBytes: ArrayBuffer; // [maxRows] struct SeqSampling
   private readonly samplingF32: Float32Array;
   private readonly samplingU32: Uint32Array;
@@ -49,6 +56,10 @@ export class StepBatch {
   readonly blockTablesBuf: GPUBuffer;
   readonly sampleRowsBuf: GPUBuffer;
   readonly samplingBuf: GPUBuffer;
+  readonly slotOfBuf: GPUBuffer;
+  readonly multBuf: GPUBuffer;
+  readonly rowSlotBuf: GPUBuffer;
+  readonly rowMultBuf: GPUBuffer;
 
   constructor(gpu: Gpu, limits: StepLimits) {
     this.limits = limits;
@@ -59,6 +70,10 @@ export class StepBatch {
     this.slots = new Uint32Array(maxTokens);
     this.blockTables = new Uint32Array(maxSeqs * maxBlocksPerSeq);
     this.sampleRows = new Uint32Array(maxRows);
+    this.slotOf = new Uint32Array(maxTokens);
+    this.mult = new Float32Array(maxTokens);
+    this.rowSlot = new Uint32Array(maxRows);
+    this.rowMult = new Float32Array(maxRows);
     this.samplingBytes = new ArrayBuffer(maxRows * SEQ_SAMPLING_BYTES);
     this.samplingF32 = new Float32Array(this.samplingBytes);
     this.samplingU32 = new Uint32Array(this.samplingBytes);
@@ -71,6 +86,10 @@ export class StepBatch {
     this.blockTablesBuf = gpu.buffer('step.blockTables', this.blockTables.byteLength, storage);
     this.sampleRowsBuf = gpu.buffer('step.sampleRows', maxRows * 4, storage);
     this.samplingBuf = gpu.buffer('step.sampling', this.samplingBytes.byteLength, storage);
+    this.slotOfBuf = gpu.buffer('step.slotOf', maxTokens * 4, storage);
+    this.multBuf = gpu.buffer('step.mult', maxTokens * 4, storage);
+    this.rowSlotBuf = gpu.buffer('step.rowSlot', maxRows * 4, storage);
+    this.rowMultBuf = gpu.buffer('step.rowMult', maxRows * 4, storage);
   }
 
   /** Starts filling a new step. */
@@ -78,6 +97,7 @@ export class StepBatch {
     this.tokens = 0;
     this.rows = 0;
     this.seqs = 0;
+    this.lora = false;
   }
 
   setSampling(row: number, v: SamplingRow): void {
@@ -105,6 +125,14 @@ export class StepBatch {
       queue.writeBuffer(this.sampleRowsBuf, 0, this.sampleRows, 0, R);
       queue.writeBuffer(this.samplingBuf, 0, this.samplingBytes, 0, R * SEQ_SAMPLING_BYTES);
     }
+    if (this.lora) {
+      queue.writeBuffer(this.slotOfBuf, 0, this.slotOf, 0, T);
+      queue.writeBuffer(this.multBuf, 0, this.mult, 0, T);
+      if (R > 0) {
+        queue.writeBuffer(this.rowSlotBuf, 0, this.rowSlot, 0, R);
+        queue.writeBuffer(this.rowMultBuf, 0, this.rowMult, 0, R);
+      }
+    }
   }
 
   destroy(): void {
@@ -117,6 +145,10 @@ export class StepBatch {
       this.blockTablesBuf,
       this.sampleRowsBuf,
       this.samplingBuf,
+      this.slotOfBuf,
+      this.multBuf,
+      this.rowSlotBuf,
+      this.rowMultBuf,
     ]) {
       b.destroy();
     }

@@ -1,0 +1,160 @@
+// Dispatchers for shaders/lora.wgsl: the multi-LoRA shrink (the expand is fused into matmul.ts), and the
+// embedding LoRA (gather + expand into the embedded rows).
+//
+// Contract (shrink), for each row t < M (M = step tokens, or step rows for lm_head) and member g < G:
+//   s[t, 0] = slot = slotOf[t];  s[t, 1 + g] = rank_g = ranks[slot, rankBase + g]          (u32 bits)
+//   s[t, 4 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot, g, j, k]                               j < rank_g
+// Contract (embedding), for each token t with slot = slotOf[t] != NONE and rank = ranks[slot, rankBase]:
+//   x[t, n] += Σ_{j < rank} B[slot, n, j] · mult[t] · A[slot, j, ids[t]]                     n < hidden
+// (PEFT's Embedding LoRA: F.embedding(ids, Aᵀ) @ Bᵀ · scale, with the scale folded into B.)
+// Nothing is dispatched in a step without adapters (StepDims.lora false).
+
+import type { Gpu } from '../gpu/device.js';
+import { WDTYPE } from '../gpu/tensors.js';
+import type { LoraSlots, SlotGroup } from '../lora/gpu-slots.js';
+import { paramsBuffer } from './params.js';
+import type { Op } from './op.js';
+import { bindGroup } from './op.js';
+
+const PARAMS = {
+  Kp: 'u32', // padded input width: row stride of x and A (elements)
+  R: 'u32', // rank stride of the slots (max rank)
+  G: 'u32', // members in the group
+  ldS: 'u32', // row stride of s (elements, 4-word header included)
+  rankBase: 'u32', // the group's first entry in a slot's rank row
+  rankStride: 'u32', // rank entries per slot
+  N: 'u32', // expand: output columns; embed gather: row stride of A (padded vocabulary)
+  ldy: 'u32', // expand: row stride of y (elements)
+  Rp: 'u32', // expand: row stride of B (elements)
+} as const;
+
+/** Words before the values in each row of s. */
+export const S_HEADER = 4;
+/** A rows per shrink workgroup (shader constant). */
+const ROWS = 4;
+
+export interface ShrinkSpec {
+  label: string;
+  slots: LoraSlots;
+  group: SlotGroup;
+  /** f32 [M, group.inPadded]. */
+  x: GPUBuffer;
+  s: GPUBuffer;
+  ldS: number;
+  /** u32 slot per row (NONE = 0xffffffff) and f32 scale multiplier per row. */
+  slotOf: GPUBuffer;
+  mult: GPUBuffer;
+  rows?: 'tokens' | 'rows';
+}
+
+export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
+  const { lanes, shader } = gpu.laneReduce;
+  const pipeline = await gpu.pipeline(['lora', shader], 'shrink', { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes });
+  const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
+    Kp: s.group.inPadded,
+    R: s.slots.maxRank,
+    G: s.group.members,
+    ldS: s.ldS,
+    rankBase: s.group.rankBase,
+    rankStride: s.slots.rankStride,
+    N: 0,
+    ldy: 0,
+    Rp: 0,
+  });
+  const bg = bindGroup(gpu.device, pipeline, s.label, {
+    1: params,
+    2: s.slotOf,
+    3: s.mult,
+    4: s.slots.ranks,
+    6: s.x,
+    7: s.s,
+    10: s.group.A,
+  });
+  const fromRows = s.rows === 'rows';
+  const xGroups = Math.ceil(s.slots.maxRank / ROWS);
+  return {
+    label: s.label,
+    encode(pass, d) {
+      const M = fromRows ? d.seqs : d.tokens;
+      if (!d.lora || M === 0) return;
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bg);
+      pass.dispatchWorkgroups(xGroups, M, s.group.members);
+    },
+  };
+}
+
+export interface EmbedLoraSpec {
+  label: string;
+  slots: LoraSlots;
+  /** The slots' embed_tokens group (A [S][R][pad8(vocab)], B [S][hidden][Rp]). */
+  group: SlotGroup;
+  ids: GPUBuffer;
+  slotOf: GPUBuffer;
+  mult: GPUBuffer;
+  s: GPUBuffer;
+  ldS: number;
+  /** The embedded rows, f32 [T, ldx]; the LoRA delta is added in place. */
+  x: GPUBuffer;
+  ldx: number;
+  hidden: number;
+}
+
+export async function embedLoraOp(gpu: Gpu, s: EmbedLoraSpec): Promise<Op> {
+  const { lanes } = gpu.laneReduce;
+  const constants = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes };
+  // The embedding kernels reduce nothing; compose with the workgroup reduction so no feature is needed.
+  const gather = await gpu.pipeline(['lora', 'reduce_workgroup'], 'embed_shrink', constants);
+  const expand = await gpu.pipeline(['lora', 'reduce_workgroup'], 'expand_add', constants);
+  const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
+    Kp: 0,
+    R: s.slots.maxRank,
+    G: 1,
+    ldS: s.ldS,
+    rankBase: s.group.rankBase,
+    rankStride: s.slots.rankStride,
+    N: s.group.inPadded,
+    ldy: s.ldx,
+    Rp: s.slots.rankPadded,
+  });
+  const gatherBg = bindGroup(gpu.device, gather, `${s.label}.gather`, {
+    1: params,
+    2: s.slotOf,
+    3: s.mult,
+    4: s.slots.ranks,
+    5: s.group.A,
+    7: s.s,
+    8: s.ids,
+  });
+  const expandParams = paramsBuffer(gpu.device, `${s.label}.expand.params`, PARAMS, {
+    Kp: 0,
+    R: s.slots.maxRank,
+    G: 1,
+    ldS: s.ldS,
+    rankBase: s.group.rankBase,
+    rankStride: s.slots.rankStride,
+    N: s.hidden,
+    ldy: s.ldx,
+    Rp: s.slots.rankPadded,
+  });
+  const expandBg = bindGroup(gpu.device, expand, `${s.label}.expand`, {
+    1: expandParams,
+    2: s.slotOf,
+    4: s.slots.ranks,
+    5: s.group.B[0]!,
+    7: s.s,
+    9: s.x,
+  });
+  return {
+    label: s.label,
+    encode(pass, d) {
+      if (!d.lora || d.tokens === 0) return;
+      pass.setPipeline(gather);
+      pass.setBindGroup(0, gatherBg);
+      pass.dispatchWorkgroups(d.tokens);
+      pass.setPipeline(expand);
+      pass.setBindGroup(0, expandBg);
+      pass.dispatchWorkgroups(Math.ceil(s.hidden / lanes), d.tokens);
+    },
+  };
+}
