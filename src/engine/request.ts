@@ -11,7 +11,14 @@ export interface Chunk {
   text: string;
   /** Log-probability of each id in tokenIds under the model's raw distribution. */
   logprobs: number[];
+  /** With SamplingParams.logprobs = N: for each id in tokenIds, the N most likely tokens at that position. */
+  topLogprobs?: TopLogprob[][];
   finishReason: FinishReason | null;
+}
+
+export interface TopLogprob {
+  id: number;
+  logprob: number;
 }
 
 export interface RequestMetrics {
@@ -27,7 +34,11 @@ export interface RequestOutput {
   tokenIds: number[];
   text: string;
   logprobs: number[];
+  /** With SamplingParams.logprobs = N: the N most likely tokens at each generated position. */
+  topLogprobs?: TopLogprob[][];
   finishReason: FinishReason;
+  /** The stop string or stop token id that ended generation, when one did. */
+  stopReason?: string | number;
   metrics: RequestMetrics;
 }
 

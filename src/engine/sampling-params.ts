@@ -20,6 +20,18 @@ export interface SamplingParams {
   stopTokenIds?: number[];
   /** Keep generating past EOS (benchmarks). */
   ignoreEos?: boolean;
+  /** Strings that end generation; the text stops before them (they never appear in the output). */
+  stop?: string[];
+  /** Return this many most likely tokens (with logprobs) at each generated position, besides the sampled one. */
+  logprobs?: number;
+  /** OpenAI-style penalties on tokens already generated: subtract presencePenalty once and frequencyPenalty per
+   *  occurrence from their logits (default 0). */
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** transformers/vLLM-style multiplicative penalty on tokens of the prompt and output (default 1 = off). */
+  repetitionPenalty?: number;
+  /** Completions per prompt (they share the prompt's KV blocks), default 1. */
+  n?: number;
 }
 
 export interface ResolvedSampling {
