@@ -9,7 +9,12 @@
 //     keep_i &= e_i >= minP                              (min-p relative to the most likely token)
 //     u = uniform(seed, counter) in [0, 1); token = the first i, in index order, at which the running sum of
 //     kept e_i exceeds u · Σ kept e_i.
-//   logprob[s] = log softmax(raw logits)[token]: the model's own log-probability, before temperature/truncation.
+//   logprob[s] = log softmax(raw logits)[token]: the model's own log-probability, before penalties, temperature
+//   and truncation; with topN > 0 also the topN most likely tokens (raw; ties: lower index first) and logprobs.
+// Penalties change l before everything above (vLLM's order), for the tokens listed in pen[penStart, +penLen) as
+// (id, count | inPrompt << 31): repetition (l > 0 ? l / rep : l · rep, for tokens of the prompt or output), then
+// l -= frequency · count + presence · (count > 0) (count: occurrences in the output). They are applied to the logits
+// in place (this kernel runs last on them).
 // Thresholds are found exactly by bisection over the bits of order-preserving float keys (32 passes each).
 // Dispatch (S).
 
@@ -23,15 +28,29 @@ struct SeqSampling {
   minP: f32, // 0 = off
   seed: u32,
   counter: u32, // tokens generated so far by this sequence: the same seed gives the same tokens in any batch
+  topN: u32, // top logprobs to report (<= MAX_TOPN)
+  penLen: u32, // penalty entries of this row
+  presence: f32,
+  frequency: f32,
+  repetition: f32, // 1 = off
+  penStart: u32, // first penalty entry
   _pad0: u32,
   _pad1: u32,
+  _pad2: u32,
+  _pad3: u32,
 }
 
+const MAX_TOPN: u32 = 20u;
+const IN_PROMPT: u32 = 0x80000000u;
+
 @group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(3) var<storage, read> sp: array<SeqSampling>;
 @group(0) @binding(4) var<storage, read_write> outTokens: array<u32>;
 @group(0) @binding(5) var<storage, read_write> outLogprobs: array<f32>;
+@group(0) @binding(6) var<storage, read> pen: array<vec2<u32>>;
+@group(0) @binding(7) var<storage, read_write> topIds: array<u32>; // [S, MAX_TOPN]
+@group(0) @binding(8) var<storage, read_write> topLps: array<f32>; // [S, MAX_TOPN]
 
 var<workgroup> redF: array<f32, WG>;
 var<workgroup> redU: array<u32, WG>;
@@ -97,34 +116,103 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
   let greedy = sp_.temperature <= 0.0;
   let invT = select(1.0 / sp_.temperature, 1.0, greedy);
 
-  // Max and argmax of the raw logits: each thread keeps the first maximum of its elements (starting from its
-  // first element, so a row of -inf still yields an index). A thread with no element holds logit 0's value
-  // with index 'none': it never changes the max and loses every tie to thread 0.
-  var bestV = logits[row];
-  var bestI = 0xffffffffu;
-  if (tid < p.V) { bestV = logits[row + tid]; bestI = tid; }
-  for (var i = tid + WG; i < p.V; i += WG) {
-    let v = logits[row + i];
-    if (v > bestV) { bestV = v; bestI = i; }
-  }
-  let rawMax = maxAll(bestV, tid);
+  // 1. Raw log-softmax normalizer, and the raw top-N.
+  let rawMax = maxAll(localMax(row, tid), tid);
   let lse = rawMax + log(sumAll(sumExp(row, rawMax, tid), tid));
-  let mx = rawMax * invT; // temperature > 0 keeps the order
-  if (greedy) {
-    // Among threads holding the max value, the smallest index wins.
-    redU[tid] = select(0xffffffffu, bestI, bestV == rawMax);
+  var prevV = 0.0;
+  var prevI = 0u;
+  for (var k = 0u; k < sp_.topN; k++) {
+    // The largest (value, lower index first) strictly after (prevV, prevI) in that order.
+    var bv = -3.4e38;
+    var bi = 0xffffffffu;
+    for (var i = tid; i < p.V; i += WG) {
+      let v = logits[row + i];
+      let after = k == 0u || v < prevV || (v == prevV && i > prevI);
+      if (after && (v > bv || bi == 0xffffffffu)) { bv = v; bi = i; }
+    }
+    let m = maxAll(select(-3.4e38, bv, bi != 0xffffffffu), tid);
+    redU[tid] = select(0xffffffffu, bi, bi != 0xffffffffu && bv == m);
     workgroupBarrier();
     for (var st = WG / 2u; st > 0u; st >>= 1u) {
       if (tid < st) { redU[tid] = min(redU[tid], redU[tid + st]); }
       workgroupBarrier();
     }
+    let idx = redU[0];
+    workgroupBarrier();
     if (tid == 0u) {
-      outTokens[s] = redU[0];
-      outLogprobs[s] = rawMax - lse;
+      topIds[s * MAX_TOPN + k] = idx;
+      topLps[s * MAX_TOPN + k] = m - lse;
     }
-    return;
+    prevV = m;
+    prevI = idx;
   }
 
+  // 2. Penalties, in place.
+  for (var j = tid; j < sp_.penLen; j += WG) {
+    let e = pen[sp_.penStart + j];
+    logits[row + e.x] = penalize(logits[row + e.x], e.y, sp_);
+  }
+  storageBarrier();
+  workgroupBarrier();
+
+  // 3. The token.
+  var tok: u32;
+  if (greedy) {
+    // Each thread keeps the first maximum of its elements (from its first element, so a row of -inf still
+    // yields an index); a thread with no element holds logit 0 with index 'none' and loses every tie.
+    var bestV = logits[row];
+    var bestI = 0xffffffffu;
+    if (tid < p.V) { bestV = logits[row + tid]; bestI = tid; }
+    for (var i = tid + WG; i < p.V; i += WG) {
+      let v = logits[row + i];
+      if (v > bestV) { bestV = v; bestI = i; }
+    }
+    let mx = maxAll(bestV, tid);
+    redU[tid] = select(0xffffffffu, bestI, bestV == mx);
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st >>= 1u) {
+      if (tid < st) { redU[tid] = min(redU[tid], redU[tid + st]); }
+      workgroupBarrier();
+    }
+    tok = redU[0];
+  } else {
+    tok = sampleRow(row, invT, maxAll(localMax(row, tid), tid) * invT, tid, sp_);
+  }
+  if (tid == 0u) {
+    outTokens[s] = tok;
+    var raw = logits[row + tok];
+    for (var j = 0u; j < sp_.penLen; j++) {
+      let e = pen[sp_.penStart + j];
+      if (e.x == tok) { raw = unpenalize(raw, e.y, sp_); }
+    }
+    outLogprobs[s] = raw - lse;
+  }
+}
+
+// Largest logit among this thread's elements.
+fn localMax(row: u32, tid: u32) -> f32 {
+  var m = -3.4e38;
+  for (var i = tid; i < p.V; i += WG) { m = max(m, logits[row + i]); }
+  return m;
+}
+
+fn penalize(l: f32, e: u32, q: SeqSampling) -> f32 {
+  let count = f32(e & ~IN_PROMPT);
+  var v = l;
+  if (q.repetition != 1.0) { v = select(v * q.repetition, v / q.repetition, v > 0.0); }
+  return v - q.frequency * count - select(0.0, q.presence, count > 0.0);
+}
+
+// The raw logit back from a penalized one (for the sampled token's logprob).
+fn unpenalize(v: f32, e: u32, q: SeqSampling) -> f32 {
+  let count = f32(e & ~IN_PROMPT);
+  let w = v + q.frequency * count + select(0.0, q.presence, count > 0.0);
+  if (q.repetition == 1.0) { return w; }
+  return select(w / q.repetition, w * q.repetition, w > 0.0);
+}
+
+// Temperature, top-k, top-p, min-p and the seeded inverse CDF (the contract above); mx = max scaled logit.
+fn sampleRow(row: u32, invT: f32, mx: f32, tid: u32, sp_: SeqSampling) -> u32 {
   // Top-k: the key of the k-th largest scaled logit, built bit by bit from the top.
   var kKey = 0u;
   if (sp_.topK > 0u && sp_.topK < p.V) {
@@ -177,19 +265,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     for (var i = begin; i < end; i++) {
       let e = kept(row + i, invT, mx, kKey, pKey);
       run += e;
-      if (e > 0.0 && goal < run) { atomicMinFound(i); break; }
+      // Only one thread's chunk contains the goal, so a plain store is enough.
+      if (e > 0.0 && goal < run) { found = i; break; }
     }
   }
   workgroupBarrier();
-  if (tid == 0u) {
-    var tok = found;
-    if (tok == 0xffffffffu) {
-      // Rounding put the goal past the last kept token: take the last kept one.
-      tok = lastKept(row, invT, mx, kKey, pKey);
-    }
-    outTokens[s] = tok;
-    outLogprobs[s] = logits[row + tok] - lse;
+  var tok = found;
+  if (tok == 0xffffffffu) {
+    // Rounding put the goal past the last kept token: take the last kept one.
+    tok = lastKept(row, invT, mx, kKey, pKey);
   }
+  return tok;
 }
 
 fn sumExp(row: u32, mx: f32, tid: u32) -> f32 {
@@ -213,7 +299,3 @@ fn lastKept(row: u32, invT: f32, mx: f32, kKey: u32, pKey: u32) -> u32 {
   return 0u;
 }
 
-fn atomicMinFound(i: u32) {
-  // Only one thread's chunk contains the goal, so a plain store is enough.
-  found = i;
-}

@@ -5,7 +5,7 @@
 import { PolyloraError } from '../errors.js';
 import type { ModelRunner } from '../model/runner.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
-import { IncrementalDecoder } from '../tokenizer/incremental.js';
+import { TextOutput } from './text-output.js';
 import type { RequestOutput } from './request.js';
 import { RequestStream } from './request.js';
 import type { SamplingParams } from './sampling-params.js';
@@ -31,9 +31,10 @@ export interface EngineStats {
 interface Active {
   seq: Sequence;
   stream: RequestStream;
-  decoder: IncrementalDecoder | null;
-  text: string;
+  output: TextOutput;
   stopIds: Set<number>;
+  eosIds: Set<number>;
+  stopReason?: string | number;
   arrivalMs: number;
   firstTokenMs: number | null;
 }
@@ -81,9 +82,9 @@ export class Engine {
     const a: Active = {
       seq,
       stream,
-      decoder: this.tokenizer ? new IncrementalDecoder(this.tokenizer, { context: promptIds }) : null,
-      text: '',
-      stopIds: new Set([...sampling.stopTokenIds, ...(sampling.ignoreEos ? [] : this.eosIds)]),
+      output: new TextOutput(this.tokenizer, promptIds, sampling.stop),
+      stopIds: new Set(sampling.stopTokenIds),
+      eosIds: new Set(sampling.ignoreEos ? [] : this.eosIds),
       arrivalMs: performance.now(),
       firstTokenMs: null,
     };
@@ -157,7 +158,7 @@ export class Engine {
         const res = await this.runner.step();
         this.stats.steps++;
         this.stats.maxRowsInStep = Math.max(this.stats.maxRowsInStep, this.runner.batch.rows);
-        for (const s of this.scheduler.commit(res.tokens, res.logprobs)) {
+        for (const s of this.scheduler.commit(res)) {
           const a = this.active.get(s.seq); // absent when aborted while the step ran
           if (s.row >= 0 && a) this.onToken(a);
         }
@@ -176,18 +177,26 @@ export class Engine {
     const id = seq.tokens[seq.tokens.length - 1]!;
     this.stats.generatedTokens++;
     if (a.firstTokenMs === null) a.firstTokenMs = performance.now() - a.arrivalMs;
-    const delta = a.decoder ? a.decoder.push(id) : '';
-    a.text += delta;
     let reason: FinishReason | null = null;
-    if (a.stopIds.has(id)) reason = 'stop';
-    else if (seq.numGenerated >= seq.sampling.maxTokens || seq.tokens.length >= this.limits.maxModelLen) reason = 'length';
-    const tail = reason && a.decoder ? a.decoder.flush() : '';
-    a.text += tail;
+    if (a.eosIds.has(id)) {
+      reason = 'stop';
+    } else if (a.stopIds.has(id)) {
+      reason = 'stop';
+      a.stopReason = id;
+    } else if (seq.numGenerated >= seq.sampling.maxTokens || seq.tokens.length >= this.limits.maxModelLen) {
+      reason = 'length';
+    }
+    const { delta, stop } = a.output.push(id, reason !== null);
+    if (stop !== null) {
+      reason = 'stop';
+      a.stopReason = stop;
+    }
     a.stream.push({
       requestId: a.stream.requestId,
       tokenIds: [id],
-      text: delta + tail,
+      text: delta,
       logprobs: [seq.logprobs[seq.logprobs.length - 1]!],
+      topLogprobs: seq.sampling.logprobs > 0 ? [seq.topLogprobs[seq.topLogprobs.length - 1]!] : undefined,
       finishReason: reason,
     });
     if (reason) this.finish(a, reason);
@@ -203,9 +212,11 @@ export class Engine {
       requestId: a.stream.requestId,
       promptIds: a.seq.tokens.slice(0, a.seq.promptLen),
       tokenIds: a.seq.tokens.slice(a.seq.promptLen),
-      text: a.text,
+      text: a.output.emitted,
       logprobs: [...a.seq.logprobs],
+      topLogprobs: a.seq.sampling.logprobs > 0 ? [...a.seq.topLogprobs] : undefined,
       finishReason: reason,
+      stopReason: a.stopReason,
       metrics: { arrivalMs: a.arrivalMs, firstTokenMs: a.firstTokenMs, finishedMs: now - a.arrivalMs },
     };
     if (reason === 'abort') {

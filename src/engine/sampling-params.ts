@@ -43,7 +43,16 @@ export interface ResolvedSampling {
   seed: number; // u32
   stopTokenIds: number[];
   ignoreEos: boolean;
+  stop: string[];
+  logprobs: number; // top-N per position, 0 = only the sampled token's
+  presencePenalty: number;
+  frequencyPenalty: number;
+  repetitionPenalty: number;
+  n: number;
 }
+
+/** Most top-N logprobs a request may ask for (OpenAI allows up to 20). */
+export const MAX_TOP_LOGPROBS = 20;
 
 export function resolveSampling(p: SamplingParams = {}, where = 'sampling params'): ResolvedSampling {
   const bad = (field: string, expected: string, found: unknown): never => {
@@ -65,6 +74,13 @@ export function resolveSampling(p: SamplingParams = {}, where = 'sampling params
   if (!Array.isArray(stopTokenIds) || !stopTokenIds.every((t) => Number.isInteger(t) && t >= 0)) {
     bad('stopTokenIds', 'an array of token ids', stopTokenIds);
   }
+  const stop = p.stop ?? [];
+  if (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string')) bad('stop', 'an array of strings', stop);
+  const logprobs = num('logprobs', 0, (v) => Number.isInteger(v) && v >= 0 && v <= MAX_TOP_LOGPROBS, `an integer in [0, ${MAX_TOP_LOGPROBS}]`);
+  const presencePenalty = num('presencePenalty', 0, (v) => v >= -2 && v <= 2, 'a number in [-2, 2]');
+  const frequencyPenalty = num('frequencyPenalty', 0, (v) => v >= -2 && v <= 2, 'a number in [-2, 2]');
+  const repetitionPenalty = num('repetitionPenalty', 1, (v) => v > 0 && v <= 10, 'a number in (0, 10]');
+  const n = num('n', 1, (v) => Number.isInteger(v) && v >= 1 && v <= 64, 'an integer in [1, 64]');
   return {
     maxTokens,
     temperature,
@@ -74,5 +90,11 @@ export function resolveSampling(p: SamplingParams = {}, where = 'sampling params
     seed: seed >>> 0,
     stopTokenIds,
     ignoreEos: !!p.ignoreEos,
+    stop,
+    logprobs,
+    presencePenalty,
+    frequencyPenalty,
+    repetitionPenalty,
+    n,
   };
 }

@@ -10,6 +10,8 @@
 import type { KvPool } from '../kv/kv-pool.js';
 import type { SlotPool } from '../lora/slot-pool.js';
 import type { StepBatch } from '../model/step-batch.js';
+import type { StepResult } from '../model/runner.js';
+import { MAX_TOPN } from '../kernels/sample.js';
 import type { Sequence } from './sequence.js';
 
 /** slotOf value of a token that runs the base model only. */
@@ -104,12 +106,16 @@ export class Scheduler {
   }
 
   /** Applies a step's results: tokens computed, sampled ids appended. Returns the sequences that got a token. */
-  commit(tokens: Uint32Array, logprobs: Float32Array): readonly Scheduled[] {
+  commit(r: StepResult): readonly Scheduled[] {
     for (const s of this.plan) {
       s.seq.numComputed += s.count;
-      if (s.row >= 0) {
-        s.seq.tokens.push(tokens[s.row]!);
-        s.seq.logprobs.push(logprobs[s.row]!);
+      if (s.row < 0) continue;
+      s.seq.append(r.tokens[s.row]!, r.logprobs[s.row]!);
+      const n = s.seq.sampling.logprobs;
+      if (n > 0) {
+        const top: { id: number; logprob: number }[] = [];
+        for (let k = 0; k < n; k++) top.push({ id: r.topIds[s.row * MAX_TOPN + k]!, logprob: r.topLogprobs[s.row * MAX_TOPN + k]! });
+        s.seq.topLogprobs.push(top);
       }
     }
     return this.plan;
@@ -185,6 +191,14 @@ export class Scheduler {
       b.rowSlot[row] = slot;
       b.rowMult[row] = mult;
       const sp = seq.sampling;
+      const penStart = b.penaltyEntries;
+      if (seq.penalties) {
+        for (const [id, v] of seq.penalties) {
+          b.penalties[2 * b.penaltyEntries] = id;
+          b.penalties[2 * b.penaltyEntries + 1] = v;
+          b.penaltyEntries++;
+        }
+      }
       b.setSampling(row, {
         temperature: sp.temperature,
         topK: sp.topK,
@@ -192,6 +206,12 @@ export class Scheduler {
         minP: sp.minP,
         seed: sp.seed,
         counter: seq.numGenerated,
+        topN: sp.logprobs,
+        presence: sp.presencePenalty,
+        frequency: sp.frequencyPenalty,
+        repetition: sp.repetitionPenalty,
+        penStart,
+        penLen: b.penaltyEntries - penStart,
       });
     }
     this.plan.push({ seq, start, count: n, row });

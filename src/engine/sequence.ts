@@ -3,6 +3,7 @@
 
 import type { LoraAdapter } from '../lora/adapter.js';
 import type { ResolvedSampling } from './sampling-params.js';
+import { PEN_IN_PROMPT } from '../kernels/sample.js';
 
 /** The adapter a sequence runs with, and the request's multiplier on the adapter's own scale. */
 export interface SequenceLora {
@@ -27,6 +28,13 @@ export class Sequence {
   readonly lora: SequenceLora | null;
   /** GPU slot holding the adapter while the sequence is running (-1: none held). */
   slot = -1;
+  /**
+   * For penalized sampling: each distinct token of the output (and, with a repetition penalty, of the prompt)
+   * -> its output count | PEN_IN_PROMPT. Null when the request has no penalty.
+   */
+  readonly penalties: Map<number, number> | null;
+  /** Top logprobs of each generated position (when asked for). */
+  readonly topLogprobs: { id: number; logprob: number }[][] = [];
 
   constructor(id: number, promptIds: readonly number[], sampling: ResolvedSampling, lora: SequenceLora | null = null) {
     this.id = id;
@@ -34,6 +42,18 @@ export class Sequence {
     this.promptLen = promptIds.length;
     this.sampling = sampling;
     this.lora = lora;
+    const penalized = sampling.presencePenalty !== 0 || sampling.frequencyPenalty !== 0 || sampling.repetitionPenalty !== 1;
+    this.penalties = penalized ? new Map() : null;
+    if (this.penalties && sampling.repetitionPenalty !== 1) {
+      for (const t of promptIds) this.penalties.set(t, PEN_IN_PROMPT);
+    }
+  }
+
+  /** Appends a sampled token (and keeps the penalty counts). */
+  append(token: number, logprob: number): void {
+    this.tokens.push(token);
+    this.logprobs.push(logprob);
+    if (this.penalties) this.penalties.set(token, (this.penalties.get(token) ?? 0) + 1);
   }
 
   get numGenerated(): number {

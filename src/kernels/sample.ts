@@ -12,23 +12,43 @@ const PARAMS = {
   ld: 'u32', // row stride of logits (elements)
 } as const;
 
-/** Bytes per sequence in the sampling-parameter buffer: struct SeqSampling in sample.wgsl. */
-export const SEQ_SAMPLING_BYTES = 32;
+/** Bytes per row in the sampling-parameter buffer: struct SeqSampling in sample.wgsl (16 words). */
+export const SEQ_SAMPLING_BYTES = 64;
+/** Top logprobs per row the kernel can report (MAX_TOPN in sample.wgsl). */
+export const MAX_TOPN = 20;
+/** Flag in a penalty entry's count word: the token occurs in the prompt (repetition penalty). */
+export const PEN_IN_PROMPT = 0x80000000;
 
-/** Writes sequence `s`'s sampling parameters into `f32`/`u32` views of the parameter buffer's CPU copy. */
-export function writeSeqSampling(
-  f32: Float32Array,
-  u32: Uint32Array,
-  s: number,
-  v: { temperature: number; topK: number; topP: number; minP: number; seed: number; counter: number },
-): void {
-  const o = (s * SEQ_SAMPLING_BYTES) / 4;
+export interface RowSampling {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  seed: number;
+  counter: number; // tokens generated so far by the row's sequence
+  topN?: number; // top logprobs to report (default 0)
+  presence?: number; // default 0
+  frequency?: number; // default 0
+  repetition?: number; // default 1 (off)
+  penStart?: number; // first entry of the row's penalty list
+  penLen?: number; // default 0 (no penalty entries)
+}
+
+/** Writes row `r`'s sampling parameters into `f32`/`u32` views of the parameter buffer's CPU copy. */
+export function writeRowSampling(f32: Float32Array, u32: Uint32Array, r: number, v: RowSampling): void {
+  const o = (r * SEQ_SAMPLING_BYTES) / 4;
   f32[o] = v.temperature;
   u32[o + 1] = v.topK >>> 0;
   f32[o + 2] = v.topP;
   f32[o + 3] = v.minP;
   u32[o + 4] = v.seed >>> 0;
   u32[o + 5] = v.counter >>> 0;
+  u32[o + 6] = (v.topN ?? 0) >>> 0;
+  u32[o + 7] = (v.penLen ?? 0) >>> 0;
+  f32[o + 8] = v.presence ?? 0;
+  f32[o + 9] = v.frequency ?? 0;
+  f32[o + 10] = v.repetition ?? 1;
+  u32[o + 11] = (v.penStart ?? 0) >>> 0;
 }
 
 export interface SampleSpec {
@@ -37,8 +57,13 @@ export interface SampleSpec {
   ld: number;
   logits: GPUBuffer;
   sampling: GPUBuffer;
+  /** Penalty entries (id, count | PEN_IN_PROMPT) as u32 pairs. */
+  penalties: GPUBuffer;
   tokens: GPUBuffer;
   logprobs: GPUBuffer;
+  /** u32 / f32 [rows, MAX_TOPN]. */
+  topIds: GPUBuffer;
+  topLogprobs: GPUBuffer;
 }
 
 export async function sampleOp(gpu: Gpu, s: SampleSpec): Promise<Op> {
@@ -50,6 +75,9 @@ export async function sampleOp(gpu: Gpu, s: SampleSpec): Promise<Op> {
     3: s.sampling,
     4: s.tokens,
     5: s.logprobs,
+    6: s.penalties,
+    7: s.topIds,
+    8: s.topLogprobs,
   });
   return {
     label: s.label,

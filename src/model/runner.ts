@@ -17,7 +17,7 @@ import { rmsnormOp } from '../kernels/rmsnorm.js';
 import { matmulOp } from '../kernels/matmul.js';
 import { ropeOp } from '../kernels/rope.js';
 import { attentionOp } from '../kernels/attention.js';
-import { sampleOp } from '../kernels/sample.js';
+import { MAX_TOPN, sampleOp } from '../kernels/sample.js';
 import { embedLoraOp, loraShrinkOp, S_HEADER } from '../kernels/lora.js';
 import type { MatmulLora } from '../kernels/matmul.js';
 import type { LoraSlots, SlotGroup } from '../lora/gpu-slots.js';
@@ -29,8 +29,11 @@ import type { StepLimits } from './step-batch.js';
 import { StepBatch } from './step-batch.js';
 
 export interface StepResult {
-  tokens: Uint32Array; // [rows] sampled ids (a view valid until the next step)
+  tokens: Uint32Array; // [rows] sampled ids (valid until the next step)
   logprobs: Float32Array; // [rows] log-probability of each sampled id under the raw logits
+  /** [rows, MAX_TOPN] most likely ids and logprobs per row; filled only when some row asked (batch.maxTopN > 0). */
+  topIds: Uint32Array;
+  topLogprobs: Float32Array;
 }
 
 export class ModelRunner {
@@ -45,6 +48,8 @@ export class ModelRunner {
   readonly logits: GPUBuffer;
   private readonly outTokens: GPUBuffer;
   private readonly outLogprobs: GPUBuffer;
+  private readonly topIds: GPUBuffer;
+  private readonly topLogprobs: GPUBuffer;
   private readonly staging: GPUBuffer;
   private readonly result: StepResult;
   private readonly dims: StepDims = { tokens: 0, seqs: 0, lora: false };
@@ -56,7 +61,7 @@ export class ModelRunner {
     batch: StepBatch,
     ops: Op[],
     buffers: GPUBuffer[],
-    io: { logits: GPUBuffer; outTokens: GPUBuffer; outLogprobs: GPUBuffer; staging: GPUBuffer },
+    io: { logits: GPUBuffer; outTokens: GPUBuffer; outLogprobs: GPUBuffer; topIds: GPUBuffer; topLogprobs: GPUBuffer; staging: GPUBuffer },
   ) {
     this.gpu = gpu;
     this.config = config;
@@ -68,9 +73,16 @@ export class ModelRunner {
     this.logits = io.logits;
     this.outTokens = io.outTokens;
     this.outLogprobs = io.outLogprobs;
+    this.topIds = io.topIds;
+    this.topLogprobs = io.topLogprobs;
     this.staging = io.staging;
     const maxRows = batch.limits.maxRows;
-    this.result = { tokens: new Uint32Array(maxRows), logprobs: new Float32Array(maxRows) };
+    this.result = {
+      tokens: new Uint32Array(maxRows),
+      logprobs: new Float32Array(maxRows),
+      topIds: new Uint32Array(maxRows * MAX_TOPN),
+      topLogprobs: new Float32Array(maxRows * MAX_TOPN),
+    };
   }
 
   static async create(
@@ -78,11 +90,13 @@ export class ModelRunner {
     c: ModelConfig,
     w: ModelWeights,
     kv: KvPool,
-    limits: Omit<StepLimits, 'maxBlocksPerSeq'> & { maxModelLen: number },
+    limits: Omit<StepLimits, 'maxBlocksPerSeq' | 'maxPenaltyEntries'> & { maxModelLen: number; maxPenaltyEntries?: number },
     slots?: LoraSlots,
   ): Promise<ModelRunner> {
     const maxBlocksPerSeq = Math.ceil(limits.maxModelLen / kv.blockSize);
-    const batch = new StepBatch(gpu, { ...limits, maxBlocksPerSeq });
+    // Penalized rows list their distinct tokens: at most min(context, vocab) each.
+    const maxPenaltyEntries = limits.maxPenaltyEntries ?? limits.maxRows * Math.min(limits.maxModelLen, c.vocabSize);
+    const batch = new StepBatch(gpu, { ...limits, maxBlocksPerSeq, maxPenaltyEntries });
     const T = limits.maxTokens;
     const R = limits.maxRows;
     const H = pad8(c.hiddenSize);
@@ -107,7 +121,10 @@ export class ModelRunner {
     const logits = buf('act.logits', R * ldv * 4);
     const outTokens = buf('out.tokens', R * 4);
     const outLogprobs = buf('out.logprobs', R * 4);
-    const staging = buf('out.staging', R * 8, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    const topIds = buf('out.topIds', R * MAX_TOPN * 4);
+    const topLogprobs = buf('out.topLogprobs', R * MAX_TOPN * 4);
+    // Read back: ids [R], logprobs [R], then (only when asked) top ids [R, MAX_TOPN] and their logprobs.
+    const staging = buf('out.staging', R * 8 * (1 + MAX_TOPN), GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
     const dummy = buf('dummy', 16);
     const rot = gpu.upload('rope.table', ropeTable(c, limits.maxModelLen));
     buffers.push(rot);
@@ -234,11 +251,14 @@ export class ModelRunner {
         ld: ldv,
         logits,
         sampling: batch.samplingBuf,
+        penalties: batch.penaltiesBuf,
         tokens: outTokens,
         logprobs: outLogprobs,
+        topIds,
+        topLogprobs,
       }),
     );
-    return new ModelRunner(gpu, c, kv, batch, ops, buffers, { logits, outTokens, outLogprobs, staging });
+    return new ModelRunner(gpu, c, kv, batch, ops, buffers, { logits, outTokens, outLogprobs, topIds, topLogprobs, staging });
   }
 
   /**
@@ -257,16 +277,26 @@ export class ModelRunner {
     this.forward.encode(pass, this.dims);
     pass.end();
     const R = b.rows;
+    const top = b.maxTopN > 0 ? R * MAX_TOPN * 4 : 0;
     if (R > 0) {
       enc.copyBufferToBuffer(this.outTokens, 0, this.staging, 0, R * 4);
       enc.copyBufferToBuffer(this.outLogprobs, 0, this.staging, R * 4, R * 4);
+      if (top > 0) {
+        enc.copyBufferToBuffer(this.topIds, 0, this.staging, R * 8, top);
+        enc.copyBufferToBuffer(this.topLogprobs, 0, this.staging, R * 8 + top, top);
+      }
     }
     this.gpu.queue.submit([enc.finish()]);
     if (R === 0) return this.result;
-    await this.staging.mapAsync(GPUMapMode.READ, 0, R * 8);
-    const mapped = this.staging.getMappedRange(0, R * 8);
+    const size = R * 8 + 2 * top;
+    await this.staging.mapAsync(GPUMapMode.READ, 0, size);
+    const mapped = this.staging.getMappedRange(0, size);
     this.result.tokens.set(new Uint32Array(mapped, 0, R));
     this.result.logprobs.set(new Float32Array(mapped, R * 4, R));
+    if (top > 0) {
+      this.result.topIds.set(new Uint32Array(mapped, R * 8, R * MAX_TOPN));
+      this.result.topLogprobs.set(new Float32Array(mapped, R * 8 + top, R * MAX_TOPN));
+    }
     this.staging.unmap();
     return this.result;
   }

@@ -5,22 +5,15 @@
 // rows: sampleRows[r] is the token row whose logits row r samples with sampling parameters r.
 
 import type { Gpu } from '../gpu/device.js';
-import { SEQ_SAMPLING_BYTES, writeSeqSampling } from '../kernels/sample.js';
+import type { RowSampling } from '../kernels/sample.js';
+import { SEQ_SAMPLING_BYTES, writeRowSampling } from '../kernels/sample.js';
 
 export interface StepLimits {
   maxTokens: number; // token rows per step
   maxRows: number; // sampled rows per step (>= sequences per step)
   maxSeqs: number; // sequences (block-table rows) per step
   maxBlocksPerSeq: number; // block-table row length
-}
-
-export interface SamplingRow {
-  temperature: number;
-  topK: number;
-  topP: number;
-  minP: number;
-  seed: number;
-  counter: number;
+  maxPenaltyEntries: number; // penalty list entries per step (distinct tokens of penalized rows)
 }
 
 export class StepBatch {
@@ -32,6 +25,10 @@ export class StepBatch {
   readonly slots: Uint32Array; // [maxTokens] KV slot the token's k/v are written to
   readonly blockTables: Uint32Array; // [maxSeqs, maxBlocksPerSeq]
   readonly sampleRows: Uint32Array; // [maxRows] token row sampled by each sample row
+  readonly penalties: Uint32Array; // [maxPenaltyEntries, 2] (token id, count | PEN_IN_PROMPT)
+  /** Entries used in `penalties`; the largest topN of any row (top logprobs are read back when > 0). */
+  penaltyEntries = 0;
+  maxTopN = 0;
   // Multi-LoRA, used when `lora` is set for the step: adapter slot (NONE = base only) and scale multiplier.
   readonly slotOf: Uint32Array; // [maxTokens]
   readonly mult: Float32Array; // [maxTokens]
@@ -56,6 +53,7 @@ export class StepBatch {
   readonly blockTablesBuf: GPUBuffer;
   readonly sampleRowsBuf: GPUBuffer;
   readonly samplingBuf: GPUBuffer;
+  readonly penaltiesBuf: GPUBuffer;
   readonly slotOfBuf: GPUBuffer;
   readonly multBuf: GPUBuffer;
   readonly rowSlotBuf: GPUBuffer;
@@ -70,6 +68,7 @@ export class StepBatch {
     this.slots = new Uint32Array(maxTokens);
     this.blockTables = new Uint32Array(maxSeqs * maxBlocksPerSeq);
     this.sampleRows = new Uint32Array(maxRows);
+    this.penalties = new Uint32Array(limits.maxPenaltyEntries * 2);
     this.slotOf = new Uint32Array(maxTokens);
     this.mult = new Float32Array(maxTokens);
     this.rowSlot = new Uint32Array(maxRows);
@@ -86,6 +85,7 @@ export class StepBatch {
     this.blockTablesBuf = gpu.buffer('step.blockTables', this.blockTables.byteLength, storage);
     this.sampleRowsBuf = gpu.buffer('step.sampleRows', maxRows * 4, storage);
     this.samplingBuf = gpu.buffer('step.sampling', this.samplingBytes.byteLength, storage);
+    this.penaltiesBuf = gpu.buffer('step.penalties', this.penalties.byteLength, storage);
     this.slotOfBuf = gpu.buffer('step.slotOf', maxTokens * 4, storage);
     this.multBuf = gpu.buffer('step.mult', maxTokens * 4, storage);
     this.rowSlotBuf = gpu.buffer('step.rowSlot', maxRows * 4, storage);
@@ -98,10 +98,13 @@ export class StepBatch {
     this.rows = 0;
     this.seqs = 0;
     this.lora = false;
+    this.penaltyEntries = 0;
+    this.maxTopN = 0;
   }
 
-  setSampling(row: number, v: SamplingRow): void {
-    writeSeqSampling(this.samplingF32, this.samplingU32, row, v);
+  setSampling(row: number, v: RowSampling): void {
+    writeRowSampling(this.samplingF32, this.samplingU32, row, v);
+    this.maxTopN = Math.max(this.maxTopN, v.topN ?? 0);
   }
 
   /** Copies the used part of every array to the GPU (queued before the step's submit). */
@@ -125,6 +128,7 @@ export class StepBatch {
       queue.writeBuffer(this.sampleRowsBuf, 0, this.sampleRows, 0, R);
       queue.writeBuffer(this.samplingBuf, 0, this.samplingBytes, 0, R * SEQ_SAMPLING_BYTES);
     }
+    if (this.penaltyEntries > 0) queue.writeBuffer(this.penaltiesBuf, 0, this.penalties, 0, this.penaltyEntries * 2);
     if (this.lora) {
       queue.writeBuffer(this.slotOfBuf, 0, this.slotOf, 0, T);
       queue.writeBuffer(this.multBuf, 0, this.mult, 0, T);
@@ -145,6 +149,7 @@ export class StepBatch {
       this.blockTablesBuf,
       this.sampleRowsBuf,
       this.samplingBuf,
+      this.penaltiesBuf,
       this.slotOfBuf,
       this.multBuf,
       this.rowSlotBuf,

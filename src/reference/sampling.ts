@@ -90,3 +90,44 @@ export function sampleReference(logits: Float32Array, params: SamplingParams, u:
   }
   return last;
 }
+
+/** A token's penalty state: how often it occurs in the output, and whether it occurs in the prompt. */
+export interface PenaltyEntry {
+  id: number;
+  count: number;
+  inPrompt: boolean;
+}
+
+export interface PenaltyParams {
+  presence: number;
+  frequency: number;
+  repetition: number;
+}
+
+/**
+ * vLLM's penalties on one row of logits (a new array): first the repetition penalty on every token of the prompt
+ * or output (l > 0 ? l / rep : l · rep), then l -= frequency · count + presence · (count > 0) with the output
+ * counts. Computed in f32 like the kernel (one rounding per operation).
+ */
+export function applyPenalties(logits: Float32Array, entries: readonly PenaltyEntry[], p: PenaltyParams): Float32Array {
+  const out = logits.slice();
+  for (const e of entries) {
+    let v = out[e.id]!;
+    if (p.repetition !== 1) v = Math.fround(v > 0 ? v / p.repetition : v * p.repetition);
+    v = Math.fround(v - Math.fround(p.frequency * e.count));
+    if (e.count > 0) v = Math.fround(v - p.presence);
+    out[e.id] = v;
+  }
+  return out;
+}
+
+/** The n most likely tokens of a row (value descending, lower index first on ties) with their log-softmax. */
+export function topLogprobs(logits: Float32Array, n: number): { id: number; logprob: number }[] {
+  let max = -Infinity;
+  for (const v of logits) max = Math.max(max, v);
+  let z = 0;
+  for (const v of logits) z += Math.exp(v - max);
+  const lse = max + Math.log(z);
+  const order = [...logits.keys()].sort((a, b) => logits[b]! - logits[a]! || a - b);
+  return order.slice(0, n).map((id) => ({ id, logprob: logits[id]! - lse }));
+}

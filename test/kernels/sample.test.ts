@@ -19,8 +19,17 @@
 // WGSL's log errs by <= 2^-21 absolute near 1 and 3 ulp elsewhere (3ε·ln V); lse and the difference are rounded:
 //   tol = (2V + 8 + 3·ln V)·ε + 2^-21 + 2ε·(|lse| + |logprob|).
 import { describe, expect, it } from 'vitest';
-import { SEQ_SAMPLING_BYTES, sampleOp, writeSeqSampling } from '../../src/kernels/sample.js';
-import { greedy, sampleReference, type SamplingParams } from '../../src/reference/sampling.js';
+import { MAX_TOPN, SEQ_SAMPLING_BYTES, sampleOp, writeRowSampling } from '../../src/kernels/sample.js';
+import {
+  applyPenalties,
+  greedy,
+  sampleReference,
+  topLogprobs,
+  type PenaltyEntry,
+  type PenaltyParams,
+  type SamplingParams,
+} from '../../src/reference/sampling.js';
+import { PEN_IN_PROMPT } from '../../src/kernels/sample.js';
 import { EPS, expectClose, expectExact, pcg, rng, sampleUniform, useKernelHarness } from '../helpers/kernels.js';
 
 const h = useKernelHarness();
@@ -28,12 +37,18 @@ const h = useKernelHarness();
 interface Row extends SamplingParams {
   seed: number;
   counter: number;
+  topN?: number;
+  penalties?: { entries: PenaltyEntry[]; params: PenaltyParams };
 }
 
 const GREEDY: Row = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, counter: 0 };
 
 /** Runs the sampler on `logits` [S, V] (row stride ld >= V) and returns the tokens and logprobs. */
-async function runSampler(logits: Float32Array[], V: number, rows: Row[]): Promise<{ tokens: Uint32Array; logprobs: Float32Array }> {
+async function runSampler(
+  logits: Float32Array[],
+  V: number,
+  rows: Row[],
+): Promise<{ tokens: Uint32Array; logprobs: Float32Array; topIds: Uint32Array; topLps: Float32Array }> {
   const S = rows.length;
   const ld = V + 5; // any stride >= V; the padding holds values that would win every test if read
   const flat = new Float32Array(S * ld).fill(1e30);
@@ -41,8 +56,23 @@ async function runSampler(logits: Float32Array[], V: number, rows: Row[]): Promi
   const params = new ArrayBuffer(S * SEQ_SAMPLING_BYTES);
   const f32 = new Float32Array(params);
   const u32 = new Uint32Array(params);
-  rows.forEach((p, s) => writeSeqSampling(f32, u32, s, p));
+  const pen: number[] = [];
+  rows.forEach((p, s) => {
+    const penStart = pen.length / 2;
+    for (const e of p.penalties?.entries ?? []) pen.push(e.id, e.count | (e.inPrompt ? PEN_IN_PROMPT : 0));
+    writeRowSampling(f32, u32, s, {
+      ...p,
+      topN: p.topN ?? 0,
+      penStart,
+      penLen: pen.length / 2 - penStart,
+      presence: p.penalties?.params.presence ?? 0,
+      frequency: p.penalties?.params.frequency ?? 0,
+      repetition: p.penalties?.params.repetition ?? 1,
+    });
+  });
   const tokens = h.storage('tokens', new Uint32Array(S + 1).fill(0xdeadbeef));
+  const topIds = h.storage('topIds', new Uint32Array(S * MAX_TOPN));
+  const topLps = h.storage('topLogprobs', new Float32Array(S * MAX_TOPN));
   const logprobs = h.storage('logprobs', new Float32Array(S + 1).fill(12345));
   const op = await sampleOp(h.gpu(), {
     label: 'sample',
@@ -50,15 +80,23 @@ async function runSampler(logits: Float32Array[], V: number, rows: Row[]): Promi
     ld,
     logits: h.storage('logits', flat),
     sampling: h.storage('sampling', new Uint8Array(params)),
+    penalties: pen.length ? h.storage('penalties', new Uint32Array(pen)) : h.dummy(),
     tokens,
     logprobs,
+    topIds,
+    topLogprobs: topLps,
   });
   await h.run(op, { tokens: S + 3, seqs: S });
   const t = await h.readU32(tokens, S + 1);
   const lp = await h.readF32(logprobs, S + 1);
   expect(t[S], 'token past the last row (untouched)').toBe(0xdeadbeef);
   expect(lp[S], 'logprob past the last row (untouched)').toBe(12345);
-  return { tokens: t.subarray(0, S), logprobs: lp.subarray(0, S) };
+  return {
+    tokens: t.subarray(0, S),
+    logprobs: lp.subarray(0, S),
+    topIds: await h.readU32(topIds, S * MAX_TOPN),
+    topLps: await h.readF32(topLps, S * MAX_TOPN),
+  };
 }
 
 /** log_softmax(l)[i] in f64, and the log-sum-exp. */
@@ -245,5 +283,111 @@ describe('sample: random numbers', () => {
       const chi2 = bins.reduce((a, b) => a + (b - e) ** 2 / e, 0);
       expect(chi2, `χ² of 16 bins (seed ${seed})`).toBeLessThan(50);
     }
+  });
+});
+
+describe('sample: penalties and top logprobs', () => {
+  /** Penalty entries for row s: some prompt-only tokens, some output tokens with counts, the row's max among them. */
+  function entries(r: ReturnType<typeof rng>, V: number, l: Float32Array): PenaltyEntry[] {
+    const ids = r.shuffle([...Array(V).keys()]).slice(0, Math.min(V, 40));
+    ids.push(greedy(l)); // the unpenalized winner is penalized too, so greedy must move
+    return [...new Set(ids)].map((id, i) => ({ id, count: i % 3 === 0 ? 0 : 1 + (i % 4), inPrompt: i % 3 !== 1 }));
+  }
+
+  for (const V of [257, 1001]) {
+    it(`greedy and sampled rows with presence/frequency/repetition penalties match the reference on penalized logits, V ${V}`, async () => {
+      const r = rng(900 + V);
+      const logits: Float32Array[] = [];
+      const rows: Row[] = [];
+      const combos: PenaltyParams[] = [
+        { presence: 0.5, frequency: 0, repetition: 1 },
+        { presence: 0, frequency: 0.7, repetition: 1 },
+        { presence: 0, frequency: 0, repetition: 1.3 },
+        { presence: -0.4, frequency: 0.3, repetition: 0.8 },
+        { presence: 2, frequency: 2, repetition: 2 },
+      ];
+      for (let s = 0; s < 20; s++) {
+        const l = uniformRow(r, V, 4);
+        logits.push(l);
+        const params = combos[s % combos.length]!;
+        const sampled = s % 2 === 1;
+        rows.push({
+          temperature: sampled ? 0.9 : 0,
+          topK: sampled && s % 4 === 1 ? 30 : 0,
+          topP: sampled && s % 4 === 3 ? 0.8 : 1,
+          minP: 0,
+          seed: r.int(2 ** 32),
+          counter: s,
+          penalties: { entries: entries(r, V, l), params },
+        });
+      }
+      const { tokens, logprobs } = await runSampler(logits, V, rows);
+      const lines: string[] = [];
+      rows.forEach((p, s) => {
+        const pen = applyPenalties(logits[s]!, p.penalties!.entries, p.penalties!.params);
+        if (p.temperature <= 0) {
+          if (tokens[s] !== greedy(pen)) lines.push(`row ${s} greedy: got ${tokens[s]} want ${greedy(pen)}`);
+          return;
+        }
+        let zmax = 0;
+        for (const v of pen) zmax = Math.max(zmax, Math.abs(v / p.temperature));
+        const delta = (3 * V + 8 + 2 * zmax) * EPS;
+        const u = sampleUniform(p.seed, p.counter);
+        const lo = sampleReference(pen, p, Math.max(0, u - delta));
+        const hi = sampleReference(pen, p, Math.min(1 - 2 ** -24, u + delta));
+        if (!(tokens[s]! >= lo && tokens[s]! <= hi)) lines.push(`row ${s} sampled: got ${tokens[s]} want [${lo}, ${hi}]`);
+      });
+      expect(lines, lines.join('\n')).toEqual([]);
+      // Logprobs are of the raw distribution (before penalties). Undoing a penalty in f32 to recover the raw logit
+      // costs a few more roundings: 4 ulp of the logit on top of the log-softmax tolerance.
+      const want = new Float64Array(rows.length);
+      const tol = new Float64Array(rows.length);
+      tokens.forEach((tok, s) => {
+        const l = logits[s]!;
+        let m = -Infinity;
+        for (const v of l) m = Math.max(m, v);
+        let z = 0;
+        for (const v of l) z += Math.exp(v - m);
+        const lse = m + Math.log(z);
+        want[s] = l[tok]! - lse;
+        tol[s] = (2 * V + 8 + 3 * Math.log(V)) * EPS + 2 ** -21 + 2 * EPS * (Math.abs(lse) + Math.abs(want[s]!)) + 4 * EPS * (Math.abs(l[tok]!) + 4);
+      });
+      expectClose(logprobs, want, (i) => tol[i]!, 'penalized rows: raw logprobs', (i) => `logprob[row ${i}]`);
+    });
+  }
+
+  it('top-N logprobs are the N most likely raw tokens (lower index first on ties), penalties or not', async () => {
+    const V = 1001;
+    const r = rng(77);
+    const logits: Float32Array[] = [];
+    const rows: Row[] = [];
+    for (let s = 0; s < 12; s++) {
+      const l = uniformRow(r, V, 3);
+      if (s % 3 === 0) for (let i = 0; i < V; i++) l[i] = Math.round(l[i]! * 2) / 2 + 0; // many ties
+      logits.push(l);
+      rows.push({
+        temperature: s % 2 ? 0.7 : 0,
+        topK: 0,
+        topP: 1,
+        minP: 0,
+        seed: s,
+        counter: s,
+        topN: [1, 5, 20, 3][s % 4]!,
+        penalties: s % 4 === 2 ? { entries: entries(r, V, l), params: { presence: 1, frequency: 1, repetition: 1.5 } } : undefined,
+      });
+    }
+    const { topIds, topLps } = await runSampler(logits, V, rows);
+    rows.forEach((p, s) => {
+      const want = topLogprobs(logits[s]!, p.topN!);
+      const gotIds = [...topIds.subarray(s * MAX_TOPN, s * MAX_TOPN + p.topN!)];
+      expect(gotIds, `row ${s}: top ${p.topN} ids`).toEqual(want.map((w) => w.id));
+      const tolLp = (2 * V + 8 + 3 * Math.log(V)) * EPS + 2 ** -21 + 2 * EPS * 20;
+      expectClose(
+        topLps.subarray(s * MAX_TOPN, s * MAX_TOPN + p.topN!),
+        Float64Array.from(want.map((w) => w.logprob)),
+        () => tolLp,
+        `row ${s}: top logprobs`,
+      );
+    });
   });
 });
