@@ -28,6 +28,17 @@ export interface EngineStats {
   maxRowsInStep: number;
 }
 
+/** The engine's state right now (for metrics). */
+export interface EngineSnapshot extends EngineStats {
+  running: number; // sequences with KV blocks, being stepped
+  waiting: number; // sequences queued (not admitted yet, or preempted)
+  kvBlocksTotal: number;
+  kvBlocksFree: number; // includes cached blocks nobody holds
+  kvBlockSize: number;
+  prefixCacheQueries: number; // prompt tokens looked up in the prefix cache
+  prefixCacheHits: number; // prompt tokens served from it
+}
+
 interface Active {
   seq: Sequence;
   stream: RequestStream;
@@ -37,6 +48,8 @@ interface Active {
   stopReason?: string | number;
   arrivalMs: number;
   firstTokenMs: number | null;
+  /** n > 1: the sequence this one forks from (until the fork happens). */
+  forkOf: Sequence | null;
 }
 
 export class Engine {
@@ -64,9 +77,24 @@ export class Engine {
     return this.active.size;
   }
 
+  snapshot(): EngineSnapshot {
+    const kv = this.runner.kv;
+    return {
+      ...this.stats,
+      running: this.scheduler.running.length,
+      waiting: this.scheduler.waiting.length,
+      kvBlocksTotal: kv.numBlocks,
+      kvBlocksFree: kv.allocator.numFree,
+      kvBlockSize: kv.blockSize,
+      prefixCacheQueries: kv.prefixCache?.queries ?? 0,
+      prefixCacheHits: kv.prefixCache?.hits ?? 0,
+    };
+  }
+
   /**
    * Queues a request (with a parsed adapter, or none); generation starts on the next step. `stream` is the
    * caller's own RequestStream when it was handed out before the request could be queued (adapter loading).
+   * One completion: for SamplingParams.n > 1 use addGroup.
    */
   add(
     promptIds: readonly number[],
@@ -74,30 +102,51 @@ export class Engine {
     lora: SequenceLora | null = null,
     stream: RequestStream = new RequestStream(`req-${this.nextId++}`),
   ): RequestStream {
+    if ((params.n ?? 1) !== 1) throw new PolyloraError('INVALID_ARGUMENT', 'n > 1 needs addGroup', { field: 'n' });
+    return this.addGroup(promptIds, params, lora, [stream])[0]!;
+  }
+
+  /**
+   * Queues n = params.n completions of one prompt. The first computes the prompt; the others fork from it when
+   * its prefill is done (sharing its KV blocks) and sample with seeds derived from the request's seed.
+   */
+  addGroup(
+    promptIds: readonly number[],
+    params: SamplingParams = {},
+    lora: SequenceLora | null = null,
+    streams?: RequestStream[],
+  ): RequestStream[] {
     if (this.closed) throw new PolyloraError('INVALID_ARGUMENT', 'the engine is closed');
-    const id = stream.requestId;
-    const sampling = resolveSampling(params, `request ${id}`);
-    this.checkPrompt(id, promptIds);
-    const seq = new Sequence(this.nextId++, promptIds, sampling, lora);
-    const a: Active = {
-      seq,
-      stream,
-      output: new TextOutput(this.tokenizer, promptIds, sampling.stop),
-      stopIds: new Set(sampling.stopTokenIds),
-      eosIds: new Set(sampling.ignoreEos ? [] : this.eosIds),
-      arrivalMs: performance.now(),
-      firstTokenMs: null,
-    };
-    stream.abort = () => this.finish(a, 'abort');
-    this.active.set(seq, a);
-    if (stream.abortedEarly) {
-      this.finish(a, 'abort');
-      return stream;
+    const first = streams?.[0] ?? new RequestStream(`req-${this.nextId++}`);
+    const sampling = resolveSampling(params, `request ${first.requestId}`);
+    this.checkPrompt(first.requestId, promptIds);
+    const group: Active[] = [];
+    for (let i = 0; i < sampling.n; i++) {
+      const stream = streams?.[i] ?? (i === 0 ? first : new RequestStream(`${first.requestId}-${i}`));
+      // Completion i > 0 gets its own random stream (the same for the same seed, whatever the batch).
+      const seed = i === 0 ? sampling.seed : (sampling.seed + Math.imul(i, 0x9e3779b9)) >>> 0;
+      const seq = new Sequence(this.nextId++, promptIds, { ...sampling, seed }, lora);
+      const a: Active = {
+        seq,
+        stream,
+        output: new TextOutput(this.tokenizer, promptIds, sampling.stop),
+        stopIds: new Set(sampling.stopTokenIds),
+        eosIds: new Set(sampling.ignoreEos ? [] : this.eosIds),
+        arrivalMs: performance.now(),
+        firstTokenMs: null,
+        forkOf: i === 0 ? null : group[0]!.seq,
+      };
+      stream.abort = () => this.finish(a, 'abort');
+      this.active.set(seq, a);
+      group.push(a);
     }
-    this.scheduler.add(seq);
+    const [head, ...rest] = group;
+    head!.seq.forks.push(...rest.map((a) => a.seq));
+    this.scheduler.add(head!.seq);
     this.stats.promptTokens += promptIds.length;
+    for (const a of group) if (a.stream.abortedEarly) this.finish(a, 'abort');
     this.kick();
-    return stream;
+    return group.map((a) => a.stream);
   }
 
   /** Resolves when every queued request has finished. */
@@ -147,6 +196,8 @@ export class Engine {
   }
 
   private async run(): Promise<void> {
+    // Start on a microtask: requests added in the same tick (one generate() call) share the first step.
+    await Promise.resolve();
     try {
       while (this.scheduler.hasWork) {
         const plan = this.scheduler.schedule();
@@ -205,6 +256,7 @@ export class Engine {
   private finish(a: Active, reason: FinishReason): void {
     if (!this.active.has(a.seq)) return;
     this.active.delete(a.seq);
+    if (a.forkOf) this.scheduler.dropFork(a.forkOf, a.seq);
     this.scheduler.remove(a.seq);
     a.seq.finishReason = reason;
     const now = performance.now();

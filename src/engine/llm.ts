@@ -22,7 +22,7 @@ import { KvPool } from '../kv/kv-pool.js';
 import type { HubOptions } from '../platform/platform.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { ChatMessage } from '../tokenizer/chat-template.js';
-import { Engine } from './engine.js';
+import { Engine, type EngineSnapshot } from './engine.js';
 import type { SequenceLora } from './sequence.js';
 import { LoRARequest, type LoRARequestInit } from './lora-request.js';
 import { AdapterRegistry } from '../lora/cpu-cache.js';
@@ -45,6 +45,8 @@ export interface LLMOptions {
   maxNumBatchedTokens?: number;
   /** KV cache memory in bytes (default 256 MiB); capacity in tokens is reported in `info`. */
   kvCacheBytes?: number;
+  /** Reuse KV blocks of identical prompt prefixes (same adapter) across requests, default true. */
+  enablePrefixCaching?: boolean;
   /** Tokens per KV block (default 16). */
   blockSize?: number;
   /** Progress of weight upload. */
@@ -135,6 +137,7 @@ export class LLM {
         blockSize: options.blockSize,
         memoryBytes: options.kvCacheBytes,
         maxTokens: maxNumSeqs * maxModelLen,
+        prefixCaching: options.enablePrefixCaching ?? true,
       });
       if (maxModelLen > kv.capacityTokens) {
         warn(`maxModelLen ${maxModelLen} exceeds the KV cache (${kv.capacityTokens} tokens); using ${kv.capacityTokens}`);
@@ -246,19 +249,22 @@ export class LLM {
     const ps = perPrompt(params, 'params');
     const loraReqs = perPrompt(options.lora ?? null, 'lora');
     const ids = list.map((p) => this.encode(p));
-    // Adapters first (each distinct one read once); only then is anything queued.
-    const byName = new Map<string, Promise<LoraAdapter>>();
-    const loras = await Promise.all(
-      loraReqs.map((r) => {
-        if (!r) return null;
-        const req = LoRARequest.from(r);
-        let p = byName.get(req.name);
-        if (!p) byName.set(req.name, (p = this.adapterFor(req)));
-        return p.then((adapter): SequenceLora => ({ adapter, scale: req.scale }));
+    // Adapters first (the registry reads each distinct one once; every request holds its own pin); only then is
+    // anything queued. If one fails, the pins already taken are dropped and nothing was queued.
+    const settled = await Promise.allSettled(loraReqs.map((r) => (r ? this.prepareLora(r) : null)));
+    const failed = settled.find((x) => x.status === 'rejected');
+    if (failed) {
+      for (const x of settled) if (x.status === 'fulfilled' && x.value) this.lora!.registry.unpin(x.value.adapter.name);
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    const loras = settled.map((x) => (x as PromiseFulfilledResult<SequenceLora | null>).value);
+    const groups = ids.map((p, i) => this.submitGroup(p, ps[i]!, loras[i]!));
+    return Promise.all(
+      groups.map(async (streams) => {
+        const outs = await Promise.all(streams.map((s) => s.result));
+        return outs.length > 1 ? { ...outs[0]!, outputs: outs } : outs[0]!;
       }),
     );
-    const streams = ids.map((p, i) => this.submit(p, ps[i]!, loras[i]!));
-    return Promise.all(streams.map((s) => s.result));
   }
 
   /** Registers an adapter under its name (vLLM's add_lora); it is read on first use. */
@@ -331,10 +337,18 @@ export class LLM {
 
   /** Queues one request; its adapter's CPU pin is dropped when it ends. */
   private submit(ids: number[], params: SamplingParams, lora: SequenceLora | null, into?: RequestStream): RequestStream {
+    return this.submitGroup(ids, { ...params, n: 1 }, lora, into ? [into] : undefined)[0]!;
+  }
+
+  /** Queues params.n completions of one prompt; the adapter's CPU pin is dropped when all of them end. */
+  private submitGroup(ids: number[], params: SamplingParams, lora: SequenceLora | null, into?: RequestStream[]): RequestStream[] {
     try {
-      const stream = this.engine.add(ids, params, lora, into);
-      if (lora) void stream.result.finally(() => this.lora!.registry.unpin(lora.adapter.name)).catch(() => {});
-      return stream;
+      const streams = this.engine.addGroup(ids, params, lora, into);
+      if (lora) {
+        const done = Promise.allSettled(streams.map((s) => s.result));
+        void done.then(() => this.lora!.registry.unpin(lora.adapter.name));
+      }
+      return streams;
     } catch (e) {
       if (lora) this.lora!.registry.unpin(lora.adapter.name);
       throw e;
@@ -354,9 +368,9 @@ export class LLM {
     return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
   }
 
-  /** Engine counters (steps, tokens, largest batch). */
-  get stats() {
-    return this.engine.stats;
+  /** Engine counters and state: steps, tokens, largest batch, running/waiting, KV blocks, prefix-cache hits. */
+  get stats(): EngineSnapshot {
+    return this.engine.snapshot();
   }
 
   /** Aborts running requests and releases the GPU device. */

@@ -40,6 +40,8 @@ export interface RequestOutput {
   /** The stop string or stop token id that ended generation, when one did. */
   stopReason?: string | number;
   metrics: RequestMetrics;
+  /** With SamplingParams.n > 1 (LLM.generate): all n completions of the prompt; this object is outputs[0]. */
+  outputs?: RequestOutput[];
 }
 
 export class RequestStream implements AsyncIterable<Chunk> {

@@ -28,6 +28,8 @@ export interface Scheduled {
   start: number; // first token index
   count: number; // tokens this step
   row: number; // sample row, or -1 when the step ends inside its prompt
+  /** n > 1: this entry samples a fork of `forkOf` from the same logits row; it starts running after the step. */
+  forkOf?: Sequence;
 }
 
 export class Scheduler {
@@ -54,7 +56,10 @@ export class Scheduler {
     this.waiting.push(seq);
   }
 
-  /** Removes a sequence wherever it is and frees its blocks at once. */
+  /**
+   * Removes a sequence wherever it is and frees its blocks at once. Forks still waiting for it become ordinary
+   * waiting sequences (they compute the shared prompt themselves, mostly from the prefix cache).
+   */
   remove(seq: Sequence): void {
     const i = this.running.indexOf(seq);
     if (i >= 0) this.running.splice(i, 1);
@@ -62,6 +67,13 @@ export class Scheduler {
     if (j >= 0) this.waiting.splice(j, 1);
     this.freeBlocks(seq);
     this.releaseSlot(seq);
+    if (seq.forks.length > 0) this.waiting.push(...seq.forks.splice(0));
+  }
+
+  /** Takes `fork` out of its parent's pending forks (it was aborted before the fork). */
+  dropFork(parent: Sequence, fork: Sequence): void {
+    const i = parent.forks.indexOf(fork);
+    if (i >= 0) parent.forks.splice(i, 1);
   }
 
   /** Fills the step batch; returns the plan (reused between steps), empty when nothing can run. */
@@ -86,14 +98,19 @@ export class Scheduler {
     }
     // 2. Admit waiting sequences in arrival order (passing over those whose adapter has no slot yet).
     let w = 0;
-    while (w < this.waiting.length && budget > 0 && this.plan.length < this.limits.maxNumSeqs) {
+    while (w < this.waiting.length && budget > 0) {
       const seq = this.waiting[w]!;
+      // A sequence and its pending forks (n > 1) are admitted together, within maxNumSeqs.
+      if (this.running.length + 1 + seq.forks.length > this.limits.maxNumSeqs) break;
       if (!this.acquireSlot(seq)) {
         w++;
         continue;
       }
+      this.reuseCachedPrefix(seq);
       const n = Math.min(seq.numPending, budget);
       if (!this.reserve(seq, n, false)) {
+        this.freeBlocks(seq);
+        seq.numComputed = 0;
         this.releaseSlot(seq);
         break;
       }
@@ -108,7 +125,9 @@ export class Scheduler {
   /** Applies a step's results: tokens computed, sampled ids appended. Returns the sequences that got a token. */
   commit(r: StepResult): readonly Scheduled[] {
     for (const s of this.plan) {
+      if (s.forkOf) this.fork(s.forkOf, s.seq);
       s.seq.numComputed += s.count;
+      this.registerFullBlocks(s.seq);
       if (s.row < 0) continue;
       s.seq.append(r.tokens[s.row]!, r.logprobs[s.row]!);
       const n = s.seq.sampling.logprobs;
@@ -161,6 +180,73 @@ export class Scheduler {
   private freeBlocks(seq: Sequence): void {
     for (const blk of seq.blocks) this.kv.allocator.release(blk);
     seq.blocks.length = 0;
+    seq.blockKeys.length = 0;
+  }
+
+  /**
+   * A new sequence starts from the longest run of cached blocks matching its prompt (same adapter); at least
+   * the last prompt token is always computed, since its logits are needed.
+   */
+  private reuseCachedPrefix(seq: Sequence): void {
+    const cache = this.kv.prefixCache;
+    if (!cache || seq.blocks.length > 0) return;
+    const B = this.kv.blockSize;
+    const reusable = Math.floor((seq.tokens.length - 1) / B);
+    let prev = '';
+    for (let i = 0; i < reusable; i++) {
+      const key = cache.key(prev, seq.kvIdentity, seq.tokens, i);
+      const b = cache.lookup(key);
+      if (b < 0) break;
+      seq.blocks.push(b);
+      seq.blockKeys.push(key);
+      prev = key;
+    }
+    seq.numComputed = seq.blocks.length * B;
+    cache.queries += seq.tokens.length;
+    cache.hits += seq.numComputed;
+  }
+
+  /** Offers the sequence's newly completed full blocks to the prefix cache. */
+  private registerFullBlocks(seq: Sequence): void {
+    const cache = this.kv.prefixCache;
+    if (!cache) return;
+    const full = Math.floor(seq.numComputed / this.kv.blockSize);
+    while (seq.blockKeys.length < full) {
+      const i = seq.blockKeys.length;
+      const key = cache.key(seq.blockKeys[i - 1] ?? '', seq.kvIdentity, seq.tokens, i);
+      cache.insert(key, seq.blocks[i]!);
+      seq.blockKeys.push(key);
+    }
+  }
+
+  /**
+   * Starts `child` as a copy of `parent` right after the parent's prefill: full blocks are shared, the partial
+   * last block is copied on the GPU (the child writes its own tokens there). Without a free block for that copy
+   * the child waits and computes its prompt itself.
+   */
+  private fork(parent: Sequence, child: Sequence): void {
+    const B = this.kv.blockSize;
+    const alloc = this.kv.allocator;
+    const computed = parent.numComputed;
+    const full = Math.floor(computed / B);
+    let copy = -1;
+    if (computed % B !== 0) {
+      copy = alloc.allocate();
+      if (copy < 0) {
+        this.waiting.unshift(child);
+        return;
+      }
+      this.kv.queueCopy(parent.blocks[full]!, copy);
+    }
+    for (let i = 0; i < full; i++) {
+      alloc.retain(parent.blocks[i]!);
+      child.blocks.push(parent.blocks[i]!);
+    }
+    if (copy >= 0) child.blocks.push(copy);
+    child.blockKeys.push(...parent.blockKeys.slice(0, full));
+    child.numComputed = computed;
+    this.acquireSlot(child); // the parent holds the adapter's slot: this cannot fail
+    this.running.push(child);
   }
 
   /** Writes `n` tokens of `seq` starting at numComputed into the batch. */
@@ -184,36 +270,47 @@ export class Scheduler {
       b.slotOf[t] = slot;
       b.mult[t] = mult;
     }
-    let row = -1;
-    if (start + n === seq.tokens.length) {
-      row = b.rows++;
-      b.sampleRows[row] = b.tokens - 1;
-      b.rowSlot[row] = slot;
-      b.rowMult[row] = mult;
-      const sp = seq.sampling;
-      const penStart = b.penaltyEntries;
-      if (seq.penalties) {
-        for (const [id, v] of seq.penalties) {
-          b.penalties[2 * b.penaltyEntries] = id;
-          b.penalties[2 * b.penaltyEntries + 1] = v;
-          b.penaltyEntries++;
-        }
+    const sampled = start + n === seq.tokens.length;
+    this.plan.push({ seq, start, count: n, row: sampled ? this.sampleRow(seq, b.tokens - 1, slot, mult) : -1 });
+    // n > 1: the forks sample the same logits row, each with its own seed, and start running after the step
+    // (after their parent's entry in the plan, so commit() sees the parent's computed tokens first).
+    if (sampled) {
+      for (const f of seq.forks.splice(0)) {
+        this.plan.push({ seq: f, start: 0, count: 0, row: this.sampleRow(f, b.tokens - 1, slot, mult), forkOf: seq });
       }
-      b.setSampling(row, {
-        temperature: sp.temperature,
-        topK: sp.topK,
-        topP: sp.topP,
-        minP: sp.minP,
-        seed: sp.seed,
-        counter: seq.numGenerated,
-        topN: sp.logprobs,
-        presence: sp.presencePenalty,
-        frequency: sp.frequencyPenalty,
-        repetition: sp.repetitionPenalty,
-        penStart,
-        penLen: b.penaltyEntries - penStart,
-      });
     }
-    this.plan.push({ seq, start, count: n, row });
+  }
+
+  /** A sample row for `seq` reading token row `t`: its sampling parameters and penalty list. */
+  private sampleRow(seq: Sequence, t: number, slot: number, mult: number): number {
+    const b = this.batch;
+    const row = b.rows++;
+    b.sampleRows[row] = t;
+    b.rowSlot[row] = slot;
+    b.rowMult[row] = mult;
+    const sp = seq.sampling;
+    const penStart = b.penaltyEntries;
+    if (seq.penalties) {
+      for (const [id, v] of seq.penalties) {
+        b.penalties[2 * b.penaltyEntries] = id;
+        b.penalties[2 * b.penaltyEntries + 1] = v;
+        b.penaltyEntries++;
+      }
+    }
+    b.setSampling(row, {
+      temperature: sp.temperature,
+      topK: sp.topK,
+      topP: sp.topP,
+      minP: sp.minP,
+      seed: sp.seed,
+      counter: seq.numGenerated,
+      topN: sp.logprobs,
+      presence: sp.presencePenalty,
+      frequency: sp.frequencyPenalty,
+      repetition: sp.repetitionPenalty,
+      penStart,
+      penLen: b.penaltyEntries - penStart,
+    });
+    return row;
   }
 }

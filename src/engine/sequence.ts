@@ -22,6 +22,10 @@ export class Sequence {
   numComputed = 0;
   /** KV block ids, in order: token j lives in blocks[j / blockSize]. */
   readonly blocks: number[] = [];
+  /** Prefix-cache keys of the leading full, computed blocks (blockKeys[i] identifies blocks[i]). */
+  readonly blockKeys: string[] = [];
+  /** n > 1: the other completions of this prompt, forked from this sequence when its prefill is done. */
+  readonly forks: Sequence[] = [];
   /** Log-probability of each generated token. */
   readonly logprobs: number[] = [];
   finishReason: FinishReason | null = null;
@@ -63,5 +67,11 @@ export class Sequence {
   /** Tokens still to run through the model before the next sample. */
   get numPending(): number {
     return this.tokens.length - this.numComputed;
+  }
+
+  /** What, besides tokens, determines this sequence's KV values: its adapter ('' for the base model). */
+  get kvIdentity(): string {
+    const a = this.lora?.adapter;
+    return a ? `${a.name}#${a.id ?? a.source}` : '';
   }
 }

@@ -48,6 +48,8 @@ export class Gpu {
   readonly info: DeviceInfo;
   /** Set when the device is lost; every later submit throws it. */
   lostReason: string | undefined;
+  /** The first GPU error no error scope caught. */
+  private uncaptured: string | undefined;
   private destroyed = false;
   private readonly modules = new Map<string, GPUShaderModule>();
   private readonly pipelines = new Map<string, GPUComputePipeline>();
@@ -59,6 +61,11 @@ export class Gpu {
     this.info = info;
     device.lost.then((l) => {
       if (!this.destroyed) this.lostReason = `${l.reason}: ${l.message}`;
+    });
+    // A validation or out-of-memory error outside an error scope is a bug or exhaustion that would otherwise
+    // only print: remember the first one and fail the next step with it.
+    device.addEventListener('uncapturederror', (ev) => {
+      this.uncaptured ??= (ev as GPUUncapturedErrorEvent).error.message;
     });
   }
 
@@ -229,11 +236,18 @@ export class Gpu {
     return out;
   }
 
-  /** Throws if the device was lost (checked before each step). */
+  /** Throws if the device was lost or a GPU error went uncaught (checked before and after each step). */
   check(): void {
     if (this.lostReason) {
       throw new PolyloraError('GPU_ERROR', `the GPU device was lost (${this.lostReason})`, {
         hint: 'create a new LLM; on a driver crash or reset the old device cannot be reused',
+      });
+    }
+    if (this.uncaptured) {
+      const message = this.uncaptured;
+      this.uncaptured = undefined;
+      throw new PolyloraError('GPU_ERROR', `a GPU command failed: ${message}`, {
+        hint: 'this is a polylora bug or GPU memory exhaustion; please report it with the message',
       });
     }
   }

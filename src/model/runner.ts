@@ -273,6 +273,7 @@ export class ModelRunner {
     this.dims.seqs = b.rows;
     this.dims.lora = b.lora;
     const enc = this.gpu.device.createCommandEncoder();
+    this.kv.encodeCopies(enc);
     const pass = enc.beginComputePass();
     this.forward.encode(pass, this.dims);
     pass.end();
@@ -298,6 +299,7 @@ export class ModelRunner {
       this.result.topLogprobs.set(new Float32Array(mapped, R * 8 + top, R * MAX_TOPN));
     }
     this.staging.unmap();
+    this.gpu.check();
     return this.result;
   }
 
