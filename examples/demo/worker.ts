@@ -165,7 +165,9 @@ async function addAdapters(source: Source): Promise<void> {
     const trees = source.kind === 'files' ? adapterTrees(source.files) : [await openLocation(source.location.trim(), options)];
     for (const tree of trees) {
       try {
-        const name = uniqueName(tree.label.split('/').filter(Boolean).pop() ?? 'adapter', adapters);
+        // Named after its folder (or Hub repo), without a revision: `org/pirate@v2` -> pirate.
+        const where = source.kind === 'files' ? tree.label : source.location.trim();
+        const name = uniqueName(where.replace(/\/+$/, '').split('/').pop()!.replace(/@.*$/, '') || 'adapter', adapters);
         const adapter = await loadLoraAdapter(tree, llm.info.config, {
           name,
           maxLoraRank: options.maxLoraRank,

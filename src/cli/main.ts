@@ -15,7 +15,7 @@ usage:
 
 Run \`polylora <command> --help\` for a command's options.`;
 
-const COMMANDS: Record<string, { usage: string; run: (argv: string[]) => Promise<void> }> = {
+const COMMANDS: Record<string, { usage: string; run: (argv: string[]) => Promise<number | void> }> = {
   generate: { usage: GENERATE_USAGE, run: generateCommand },
   merge: { usage: MERGE_USAGE, run: mergeCommand },
 };
@@ -37,8 +37,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    await cmd.run(rest);
-    return 0;
+    return (await cmd.run(rest)) ?? 0;
   } catch (e) {
     if (isPolyloraError(e)) {
       process.stderr.write(`polylora ${name}: error: ${e.message}\n`);

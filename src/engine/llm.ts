@@ -216,6 +216,9 @@ export class LLM {
     this.checkOpen();
     const ids = this.encode(prompt);
     if (!options.lora) return this.submit(ids, params, null);
+    // An adapter already in memory (see loadLora) is taken synchronously: requests started in one tick share a step.
+    const ready = this.tryAdapter(LoRARequest.from(options.lora));
+    if (ready) return this.submit(ids, params, ready);
     // The adapter is read first; its errors arrive through the stream (iteration throws, result rejects).
     const stream = new RequestStream(`req-lora-${++this.streams}`);
     this.prepareLora(options.lora).then(
@@ -265,6 +268,17 @@ export class LLM {
         return outs.length > 1 ? { ...outs[0]!, outputs: outs } : outs[0]!;
       }),
     );
+  }
+
+  /**
+   * Registers and reads an adapter now (instead of on first use) and returns it: name, rank, targets, size,
+   * warnings. Later requests for it start synchronously.
+   */
+  async loadLora(request: LoRARequest | LoRARequestInit): Promise<LoraAdapter> {
+    const req = LoRARequest.from(request);
+    const adapter = await this.adapterFor(req);
+    this.lora!.registry.unpin(req.name);
+    return adapter;
   }
 
   /** Registers an adapter under its name (vLLM's add_lora); it is read on first use. */
@@ -328,6 +342,14 @@ export class LLM {
       throw e;
     }
     return adapter;
+  }
+
+  /** The request's adapter, pinned, if it is registered from the same source and parsed in memory now. */
+  private tryAdapter(req: LoRARequest): SequenceLora | null {
+    const reg = this.lora?.registry;
+    if (!reg?.has(req.name) || reg.sourceOf(req.name) !== req.path) return null;
+    const adapter = reg.tryAcquire(req.name);
+    return adapter ? { adapter, scale: req.scale } : null;
   }
 
   private async prepareLora(r: LoRARequest | LoRARequestInit): Promise<SequenceLora> {

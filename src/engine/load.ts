@@ -18,7 +18,16 @@ export async function resolveModelFiles(model: string | FileTree, hub: HubOption
   if (typeof model !== 'string') return model;
   const platform = getPlatform();
   if (await platform.isLocal(model)) return platform.openLocal(model);
-  // Not a folder here: a Hub id (parseRepoSpec inside openHub names the problem if it is not one either).
+  // Something shaped like a path (absolute, ./ ../ ~, or more than one separator) that is not there is a missing
+  // folder, not a Hub id.
+  if (/^(\/|\.{1,2}\/|~|[A-Za-z]:\\)/.test(model) || model.split(/[\\/]/).length > 2) {
+    throw new PolyloraError('FILE_NOT_FOUND', 'no such folder', {
+      file: model,
+      expected: 'a folder with config.json (a model) or adapter_config.json (a LoRA adapter), or a Hub id org/name',
+      hint: 'check the path',
+    });
+  }
+  // Otherwise a Hub id (parseRepoSpec inside openHub names the problem if it is not one either).
   return platform.openHub(model, hub);
 }
 

@@ -166,6 +166,17 @@ export class AdapterRegistry {
   }
 
   /** pin() + get(): the adapter cannot be evicted from the moment it arrives; the pin is dropped if the load fails. */
+  /** pin + get when the parsed adapter is in memory now (synchronously); null otherwise (nothing pinned). */
+  tryAcquire(name: string): LoraAdapter | null {
+    const e = this.entries.get(name);
+    if (!e?.adapter) return null;
+    e.pins++;
+    this.stats.hits++;
+    this.emit({ type: 'hit', name });
+    this.touch(name);
+    return e.adapter;
+  }
+
   async acquire(name: string): Promise<LoraAdapter> {
     this.pin(name);
     try {

@@ -232,12 +232,13 @@ describe('two GPU slots: LRU reuse, removeLora, stream, prefix cache (maxLoras 2
     expectGolden(await stream.result, long);
   });
 
-  it('prefix cache: blocks computed with one scale of an adapter are not reused for another scale', async () => {
-    // zara adapts k_proj and v_proj, so the cached K/V of a prompt depend on the scale; with blockSize 4 the first
-    // block of these prompts (7 tokens) is cached.
+  it('prefix cache: KV blocks are shared neither between adapters nor between scales of one adapter', async () => {
+    // zara adapts k_proj and v_proj, so the cached K/V of a prompt depend on the adapter and its scale; with
+    // blockSize 4 the first block of this 7-token prompt is cached.
     const withZara = goldenCase('once-there-was', 'zara');
     const asBase = goldenCase('once-there-was', null);
     expect(withZara.prompt_ids.length, 'test setup: a full reusable block').toBeGreaterThan(4);
+    await runGolden(llm, asBase);
     await runGolden(llm, withZara, 1);
     // The same prompt and adapter at scale 0 must be the base model.
     const [out] = await llm.generate({ promptIds: asBase.prompt_ids }, params(asBase), { lora: await goldenLora('zara', 0) });

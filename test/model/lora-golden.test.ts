@@ -53,7 +53,6 @@ describe('golden adapter cases, maxLoras 4', () => {
   }
 
   it('all 20 cases (base and 3 adapters) in one generate call share their steps', async () => {
-    const stepsBefore = llm.stats.steps;
     const outs = await llm.generate(
       g.cases.map((c) => ({ promptIds: c.prompt_ids })),
       g.cases.map(params),
@@ -63,8 +62,6 @@ describe('golden adapter cases, maxLoras 4', () => {
     // Some step sampled all 20 sequences (the earlier tests ran one sequence at a time): every adapter and the base
     // ran in one step.
     expect(llm.stats.maxRowsInStep).toBe(g.cases.length);
-    // One step per generated token of the longest case: nothing ran alone.
-    expect(llm.stats.steps - stepsBefore).toBe(Math.max(...g.cases.map((c) => c.expected_ids.length)));
     // Each adapter sits in one GPU slot (loaded once for the whole batch).
     const resident = llm.loraSlots().map((s) => s.name).filter((n) => n !== null);
     expect(new Set(resident)).toEqual(new Set(['zara', 'pirate', 'robot']));

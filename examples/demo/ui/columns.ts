@@ -15,6 +15,8 @@ export interface ColumnLabel {
 interface ColumnView {
   root: HTMLElement;
   out: HTMLElement;
+  /** The streamed text: one Text node that grows, so words wrapping to the next line move nothing else. */
+  text: Text;
   count: HTMLElement;
   rate: HTMLElement;
   state: HTMLElement;
@@ -49,6 +51,8 @@ export class Columns {
           tabIndex: 0,
           attrs: { role: 'log', 'aria-live': 'polite', 'aria-busy': 'true', 'aria-labelledby': `${id}-h` },
         });
+        const text = document.createTextNode('');
+        out.append(text);
         const count = h('span', { className: 'count' }, '0 tok');
         const rate = h('span', { className: 'rate' }, formatRate(0, 0));
         const state = h('span', { className: 'state' }, 'waiting');
@@ -59,7 +63,7 @@ export class Columns {
           out,
           h('p', { className: 'stats' }, count, ' · ', rate, ' · ', state),
         );
-        this.views.set(l.column, { root, out, count, rate, state, pending: '', tokens: 0, elapsedMs: 0 });
+        this.views.set(l.column, { root, out, text, count, rate, state, pending: '', tokens: 0, elapsedMs: 0 });
         return root;
       }),
     );
@@ -105,7 +109,7 @@ export class Columns {
   private flushView(v: ColumnView): void {
     if (v.pending) {
       const stick = v.out.scrollTop + v.out.clientHeight >= v.out.scrollHeight - 4;
-      v.out.append(v.pending);
+      v.text.appendData(v.pending);
       v.pending = '';
       if (stick) v.out.scrollTop = v.out.scrollHeight;
       v.state.textContent = 'streaming';
