@@ -12,6 +12,7 @@ import type { DType } from '../src/io/dtype.js';
 import { LLM } from '../src/engine/llm.js';
 import { gemv, streamingCeiling, type GemvResult } from './gpu-bench.js';
 import { SMOLLM2_135M, syntheticModel } from './synthetic.js';
+import { loraBench } from './lora-bench.js';
 
 setPlatform(nodePlatform);
 const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
@@ -74,6 +75,8 @@ async function main() {
       decode.push(await decodeBench(gpu, dtype, ceiling.gbps));
       log(`decode ${dtype}: ${decode.at(-1)!.tokens_per_s} tok/s`);
     }
+    log('multi-LoRA');
+    const lora = await loraBench(gpu, 'BF16', quick, log);
     const worstF32 = Math.min(...gemvs.filter((g) => g.dtype === 'F32').map((g) => g.ceiling_ratio));
     const report = {
       device: {
@@ -87,9 +90,13 @@ async function main() {
       streaming_ceiling_gbps: +ceiling.gbps.toFixed(2),
       gemv: gemvs,
       decode_batch1: decode,
+      lora,
       summary: {
         gemv_ceiling_ratio: worstF32,
         decode_roofline_ratio: decode.find((d) => d.dtype === 'BF16')!.roofline_ratio,
+        lora_mixed_vs_base: lora.mixed_vs_base,
+        lora_vs_naive: lora.batched_vs_naive,
+        lora_slot_load_ms: lora.slot_write_ms,
       },
       seconds: +((performance.now() - t0) / 1000).toFixed(1),
     };

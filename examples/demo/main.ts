@@ -71,13 +71,14 @@ const state = {
 
 /** Enables exactly the controls that make sense now. */
 function refresh(): void {
-  const canLoad = state.gpuOk && !state.loadingModel;
+  const idle = state.run === null;
+  const canLoad = state.gpuOk && !state.loadingModel && idle;
   for (const c of [el.modelLocation, el.modelLoad, el.modelFiles, el.modelBundled]) c.disabled = !canLoad;
-  const canAdd = state.modelLoaded && !state.loadingModel;
+  const canAdd = state.modelLoaded && !state.loadingModel && idle;
   for (const c of [el.adapterLocation, el.adapterAdd, el.adapterFiles, el.adaptersBundled]) c.disabled = !canAdd;
-  el.run.disabled = !state.modelLoaded || state.loadingModel || state.run !== null;
-  el.stop.disabled = state.run === null;
-  adapters.setRemovable(state.run === null);
+  el.run.disabled = !state.modelLoaded || state.loadingModel || state.addingAdapters > 0 || !idle;
+  el.stop.disabled = idle;
+  adapters.setRemovable(idle);
   document.body.toggleAttribute('data-busy', state.loadingModel || state.addingAdapters > 0 || state.run !== null);
 }
 
@@ -343,6 +344,7 @@ function onMessage(m: FromWorker): void {
             ? '1 sequence'
             : `${b.sequences} sequences, at most ${b.peakRowsInStep} per step`;
       el.batch.dataset.peak = String(b.peakRowsInStep);
+      el.batch.dataset.steps = String(b.steps);
       el.batch.textContent = `${shared}: ${b.steps} steps, ${b.tokens} tokens in ${(b.elapsedMs / 1000).toFixed(2)} s${all}.`;
       break;
     }

@@ -1,14 +1,14 @@
 // The engine side of the demo: a dedicated Web Worker that owns the GPU device, the LLM and its adapters, and
 // talks to the page only through the messages in protocol.ts. Nothing of the engine runs on the main thread.
 //
-// A run starts one llm.stream() per column in the same tick, so the engine's continuous batching puts every column
-// into the same steps; the worker tags each arriving token with the engine step that produced it
-// (llm.stats.steps: the engine counts a step before it hands out that step's tokens) and reports the most columns
-// served by one step.
+// Adapters are read when they are added (llm.loadLora), so a run's requests all start synchronously: one
+// llm.stream() per column in the same tick, and the engine schedules them into the same steps. The worker tags
+// each arriving token with the engine step that produced it (llm.stats.steps: the engine counts a step before it
+// hands out that step's tokens) and reports the most columns served by one step.
 
-import { Gpu, LLM, fileListTree, loadLoraAdapter, type FileTree, type LoraAdapter, type RequestStream } from '../../src/index.browser.js';
-// Opening an adapter by Hub id or URL needs the platform's resolver, which the public API does not export (the
-// LLM resolves adapter strings itself, but only when a request uses them, too late to show rank and targets).
+import { Gpu, LLM, fileListTree, type FileTree, type LoraAdapter, type RequestStream } from '../../src/index.browser.js';
+// Opening an adapter by Hub id or URL with its own download progress needs the platform's resolver, which the
+// public API does not export (llm.loadLora resolves strings too, but reports downloads to the model's onProgress).
 import { browserPlatform } from '../../src/platform/browser.js';
 import type {
   AdapterSummary,
@@ -164,20 +164,22 @@ async function addAdapters(source: Source): Promise<void> {
     const { llm, options, adapters } = loaded;
     const trees = source.kind === 'files' ? adapterTrees(source.files) : [await openLocation(source.location.trim(), options)];
     for (const tree of trees) {
+      const where = source.kind === 'files' ? tree.label : source.location.trim();
       try {
         // Named after its folder (or Hub repo), without a revision: `org/pirate@v2` -> pirate.
-        const where = source.kind === 'files' ? tree.label : source.location.trim();
         const name = uniqueName(where.replace(/\/+$/, '').split('/').pop()!.replace(/@.*$/, '') || 'adapter', adapters);
-        const adapter = await loadLoraAdapter(tree, llm.info.config, {
-          name,
-          maxLoraRank: options.maxLoraRank,
-          baseModelName: llm.info.model,
-        });
-        llm.addLora({ name, path: tree });
+        // Read, checked against the base and the GPU slots, and kept in memory: a run then starts it synchronously.
+        let adapter: LoraAdapter;
+        try {
+          adapter = await llm.loadLora({ name, path: tree });
+        } catch (e) {
+          if (llm.listLoras().includes(name)) llm.removeLora(name);
+          throw e;
+        }
         adapters.set(name, tree);
         post({ type: 'adapter-added', adapter: summarize(adapter) });
       } catch (e) {
-        post({ type: 'adapter-error', label: tree.label, message: messageOf(e) });
+        post({ type: 'adapter-error', label: where, message: messageOf(e) });
       }
     }
   } catch (e) {
@@ -219,6 +221,7 @@ async function startRun(run: number, prompt: PromptInput, params: RunParams, col
       let tokens = 0;
       try {
         for await (const chunk of stream) {
+          if (chunk.tokenIds.length === 0) continue; // the empty last chunk of an aborted request
           const step = llm.stats.steps;
           rowsInStep.set(step, (rowsInStep.get(step) ?? 0) + 1);
           tokens += chunk.tokenIds.length;

@@ -5,6 +5,8 @@ import { nodePlatform } from '../platform/node.js';
 import { isPolyloraError } from '../errors.js';
 import { GENERATE_USAGE, generateCommand } from './generate.js';
 import { MERGE_USAGE, mergeCommand } from './merge.js';
+import { SERVE_USAGE, serveCommand } from './serve.js';
+import { CHAT_USAGE, chatCommand } from './chat.js';
 
 const USAGE = `polylora — many LoRA adapters on one base model, on WebGPU
 
@@ -13,11 +15,16 @@ usage:
 
   ${MERGE_USAGE.split('\n').join('\n  ')}
 
+  ${SERVE_USAGE.split('\n')[0]}
+  ${CHAT_USAGE.split('\n')[0]}
+
 Run \`polylora <command> --help\` for a command's options.`;
 
 const COMMANDS: Record<string, { usage: string; run: (argv: string[]) => Promise<number | void> }> = {
   generate: { usage: GENERATE_USAGE, run: generateCommand },
   merge: { usage: MERGE_USAGE, run: mergeCommand },
+  serve: { usage: SERVE_USAGE, run: serveCommand },
+  chat: { usage: CHAT_USAGE, run: chatCommand },
 };
 
 export async function main(argv: string[]): Promise<number> {

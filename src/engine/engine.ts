@@ -37,6 +37,7 @@ export interface EngineSnapshot extends EngineStats {
   kvBlockSize: number;
   prefixCacheQueries: number; // prompt tokens looked up in the prefix cache
   prefixCacheHits: number; // prompt tokens served from it
+  preemptions: number; // sequences whose blocks were taken back (recomputed later)
 }
 
 interface Active {
@@ -88,6 +89,7 @@ export class Engine {
       kvBlockSize: kv.blockSize,
       prefixCacheQueries: kv.prefixCache?.queries ?? 0,
       prefixCacheHits: kv.prefixCache?.hits ?? 0,
+      preemptions: this.scheduler.preemptions,
     };
   }
 

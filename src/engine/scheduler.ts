@@ -35,6 +35,8 @@ export interface Scheduled {
 export class Scheduler {
   readonly waiting: Sequence[] = [];
   readonly running: Sequence[] = [];
+  /** Sequences preempted (blocks freed, to be recomputed) so far. */
+  preemptions = 0;
   private readonly plan: Scheduled[] = [];
   private readonly batch: StepBatch;
   private readonly kv: KvPool;
@@ -156,6 +158,7 @@ export class Scheduler {
   }
 
   private preempt(seq: Sequence): void {
+    this.preemptions++;
     this.running.splice(this.running.indexOf(seq), 1);
     this.freeBlocks(seq);
     this.releaseSlot(seq);

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { RequestOutput } from '../engine/request.js';
 import { abortOnDisconnect, checkPrompt, sendJson, type ServingContext } from './context.js';
-import { chatLogprobs, usage, type ChoiceRun } from './generation.js';
+import { chatLogprobs, tokenNamer, usage, type ChoiceRun } from './generation.js';
 import { errorBody, HttpError, toHttpError } from './http-error.js';
 import { parseChatRequest, type ChatRequest } from './protocol.js';
 import { SseWriter } from './sse.js';
@@ -18,6 +18,7 @@ export async function handleChatCompletions(ctx: ServingContext, body: unknown, 
   const params = { ...r.params, maxTokens: r.params.maxTokens ?? Math.max(1, llm.info.maxModelLen - ids.length) };
   checkPrompt(llm, ids, params.maxTokens, 'messages');
   const runs = ctx.start(route, [ids], params, r.n, r.loraScale);
+  const name = tokenNamer(llm, r.tokensAsIds);
   const abort = abortOnDisconnect(res, runs);
   const head = { id: `chatcmpl-${randomBytes(16).toString('hex')}`, created: Math.floor(Date.now() / 1000), model: route.model };
 
@@ -34,7 +35,7 @@ export async function handleChatCompletions(ctx: ServingContext, body: unknown, 
       return {
         index: run.index,
         message: { role: 'assistant', content: out.text },
-        logprobs: r.logprobs ? { content: chatLogprobs(llm, out.tokenIds, out.logprobs, out.topLogprobs) } : null,
+        logprobs: r.logprobs ? { content: chatLogprobs(name, out.tokenIds, out.logprobs, out.topLogprobs) } : null,
         finish_reason: out.finishReason,
         stop_reason: out.stopReason ?? null,
       };
@@ -54,7 +55,7 @@ export async function handleChatCompletions(ctx: ServingContext, body: unknown, 
     for await (const c of run.stream) {
       if (c.finishReason === 'abort') break; // the client is gone
       generated += c.tokenIds.length;
-      const logprobs = r.logprobs ? { content: chatLogprobs(llm, c.tokenIds, c.logprobs, c.topLogprobs) } : null;
+      const logprobs = r.logprobs ? { content: chatLogprobs(name, c.tokenIds, c.logprobs, c.topLogprobs) } : null;
       const stopReason = c.finishReason ? ((await run.stream.result).stopReason ?? null) : null;
       sse.send({ ...chunk, choices: [{ index: run.index, delta: { content: c.text }, logprobs, finish_reason: c.finishReason, stop_reason: stopReason }] });
     }

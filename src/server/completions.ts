@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { RequestOutput } from '../engine/request.js';
 import { abortOnDisconnect, checkPrompt, sendJson, type ServingContext } from './context.js';
-import { completionLogprobs, usage, type ChoiceRun } from './generation.js';
+import { completionLogprobs, tokenNamer, usage, type ChoiceRun } from './generation.js';
 import { errorBody, HttpError, toHttpError } from './http-error.js';
 import { parseCompletionRequest, type CompletionPrompt } from './protocol.js';
 import { SseWriter } from './sse.js';
@@ -19,6 +19,7 @@ export async function handleCompletions(ctx: ServingContext, body: unknown, res:
   // Echo: the prompt as the client gave it (text), or its decoding (token ids).
   const echo = r.prompts.map((p, i) => (!r.echo ? '' : 'text' in p ? p.text : (llm.tokenizer?.decode(prompts[i]!) ?? '')));
   const runs = ctx.start(route, prompts, r.params, r.n, r.loraScale);
+  const name = tokenNamer(llm, r.tokensAsIds);
   const abort = abortOnDisconnect(res, runs);
   const head = { id: `cmpl-${randomBytes(16).toString('hex')}`, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: route.model };
 
@@ -36,7 +37,7 @@ export async function handleCompletions(ctx: ServingContext, body: unknown, res:
       return {
         index: run.index,
         text: prefix + out.text,
-        logprobs: r.logprobs === null ? null : completionLogprobs(llm, out.tokenIds, out.logprobs, out.topLogprobs, prefix.length).logprobs,
+        logprobs: r.logprobs === null ? null : completionLogprobs(name, out.tokenIds, out.logprobs, out.topLogprobs, prefix.length).logprobs,
         finish_reason: out.finishReason,
         stop_reason: out.stopReason ?? null,
       };
@@ -55,7 +56,7 @@ export async function handleCompletions(ctx: ServingContext, body: unknown, res:
       if (c.finishReason === 'abort') break; // the client is gone
       generated += c.tokenIds.length;
       let logprobs = null;
-      if (r.logprobs !== null) ({ logprobs, offset } = completionLogprobs(llm, c.tokenIds, c.logprobs, c.topLogprobs, offset));
+      if (r.logprobs !== null) ({ logprobs, offset } = completionLogprobs(name, c.tokenIds, c.logprobs, c.topLogprobs, offset));
       const stopReason = c.finishReason ? ((await run.stream.result).stopReason ?? null) : null;
       sse.send({ ...head, choices: [{ index: run.index, text: prefix + c.text, logprobs, finish_reason: c.finishReason, stop_reason: stopReason }] });
       prefix = '';

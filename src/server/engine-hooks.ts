@@ -1,10 +1,10 @@
-// What the server needs from the engine beyond LLM's public API today: scheduler and KV gauges for /metrics and
-// admission, the sequence limit, and "read and validate this adapter now" for /v1/load_lora_adapter (vLLM's
-// add_lora pre-loads too). `llmHooks` is the one bridge to LLM's internals; when LLM exposes these itself, it
-// becomes a three-line adapter and nothing else in src/server changes.
+// What the server needs from the engine: scheduler and KV gauges for /metrics, the sequence limit for admission
+// (429), the adapter rank limit, and "read and validate this adapter now, or leave nothing behind" for
+// /v1/load_lora_adapter (vLLM's add_lora pre-loads too). All but two numbers come from LLM's public API;
+// `maxNumSeqs` and `maxLoraRank` are read from LLM's internals here, in this one place, until LLMInfo carries them.
 
 import type { LLM } from '../engine/llm.js';
-import { LoRARequest } from '../engine/lora-request.js';
+import type { LoRARequest } from '../engine/lora-request.js';
 import type { LoraAdapter } from '../lora/adapter.js';
 
 /** Engine load at one moment. */
@@ -15,7 +15,7 @@ export interface EngineGauges {
   waiting: number;
   /** KV blocks in the pool. */
   kvBlocksTotal: number;
-  /** KV blocks referenced by requests (total minus free). */
+  /** KV blocks not free: held by requests (prefix-cached blocks nobody holds count as free). */
   kvBlocksUsed: number;
 }
 
@@ -23,44 +23,34 @@ export interface EngineHooks {
   gauges(): EngineGauges;
   /** Sequences per step (LLMOptions.maxNumSeqs). */
   readonly maxNumSeqs: number;
-  /** Largest adapter rank the GPU slots hold, or null without LoRA. */
+  /** Largest adapter rank the GPU slots hold, or null when the LLM was loaded without LoRA. */
   readonly maxLoraRank: number | null;
   /**
-   * Registers `req` (LLM.addLora), reads and validates its files as a request would (rank, shapes, slot fit) and
-   * leaves the parsed adapter in the CPU cache. On failure nothing stays registered and the error is rethrown.
+   * Registers `req`, reads and validates its files as a request would (rank, shapes, slot fit) and keeps the parsed
+   * adapter in the CPU cache. On failure nothing stays registered and the error is rethrown.
    */
   loadLora(req: LoRARequest): Promise<LoraAdapter>;
 }
 
-/**
- * Hooks for `llm`. Reads private members by element access (allowed by TypeScript for private members, and
- * type-checked): a stopgap until LLM has `gauges()`, `maxNumSeqs`, `maxLoraRank` and `loadLora()` of its own.
- */
+/** Hooks for `llm`. */
 export function llmHooks(llm: LLM): EngineHooks {
-  const engine = llm['engine'];
-  const kv = llm['kv'];
-  const lora = llm['lora'];
-  const scheduler = engine['scheduler'];
   return {
-    gauges: () => ({
-      running: scheduler.running.length,
-      waiting: scheduler.waiting.length,
-      kvBlocksTotal: kv.numBlocks,
-      kvBlocksUsed: kv.numBlocks - kv.allocator.numFree,
-    }),
-    maxNumSeqs: engine.limits.maxNumSeqs,
-    maxLoraRank: lora ? lora.slots.maxRank : null,
+    gauges() {
+      const s = llm.stats;
+      return { running: s.running, waiting: s.waiting, kvBlocksTotal: s.kvBlocksTotal, kvBlocksUsed: s.kvBlocksTotal - s.kvBlocksFree };
+    },
+    // Private members read by element access (TypeScript allows and type-checks it): until LLMInfo has them.
+    maxNumSeqs: llm['engine'].limits.maxNumSeqs,
+    maxLoraRank: llm['lora']?.slots.maxRank ?? null,
     async loadLora(req) {
-      const registered = llm.listLoras().includes(req.name);
-      let adapter: LoraAdapter;
+      const known = llm.listLoras().includes(req.name);
       try {
-        adapter = await llm['adapterFor'](req instanceof LoRARequest ? req : LoRARequest.from(req));
+        return await llm.loadLora(req);
       } catch (e) {
-        if (!registered && llm.listLoras().includes(req.name)) llm.removeLora(req.name);
+        // LLM.loadLora registers before it reads: a failed read must not leave the name taken.
+        if (!known && llm.listLoras().includes(req.name)) llm.removeLora(req.name);
         throw e;
       }
-      lora!.registry.unpin(req.name);
-      return adapter;
     },
   };
 }

@@ -5,6 +5,7 @@ import type { LLM } from '../engine/llm.js';
 import type { LoRARequest } from '../engine/lora-request.js';
 import type { RequestStream, TopLogprob } from '../engine/request.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 
 /** One choice being generated: for prompt `prompt`, the response's choice `index`. */
 export interface ChoiceRun {
@@ -14,19 +15,20 @@ export interface ChoiceRun {
 }
 
 /**
- * Starts `n` choices for every prompt; choice index = prompt · n + j (vLLM's order). The engine has no `n` yet, so
- * this starts n requests per prompt with seeds seed, seed + 1, ... (from a random base when the request has no
- * seed): choices differ under sampling and a seeded request is reproducible. When the engine runs `n` itself
- * (sharing the prompt's KV blocks), only this function changes. If a start fails, the ones started are aborted.
+ * Starts `n` choices for every prompt; choice index = prompt · n + j (vLLM's order). LLM streams one completion per
+ * call (its own n > 1 is only in generate()), so this starts n requests per prompt, choice j with the seed the
+ * engine's n would give it (seed for j = 0, seed + j · 0x9e3779b9 after; a random seed when the request has none):
+ * the same tokens as engine-side n, without its shared prompt blocks. When LLM can stream a group, only this
+ * function changes. If a start fails, the ones started are aborted.
  */
 export function startChoices(llm: LLM, prompts: number[][], params: SamplingParams, n: number, lora: LoRARequest | null): ChoiceRun[] {
   const runs: ChoiceRun[] = [];
   try {
     prompts.forEach((ids, p) => {
-      const base = params.seed ?? (n > 1 ? Math.floor(Math.random() * 2 ** 32) : undefined);
+      const seed = params.seed ?? (n > 1 ? Math.floor(Math.random() * 2 ** 32) : undefined);
       for (let j = 0; j < n; j++) {
-        const choiceParams: SamplingParams = { ...params };
-        if (base !== undefined) choiceParams.seed = (base + j) >>> 0;
+        const choiceParams: SamplingParams = { ...params, n: 1 };
+        if (seed !== undefined) choiceParams.seed = j === 0 ? seed : ((seed >>> 0) + Math.imul(j, 0x9e3779b9)) >>> 0;
         runs.push({ prompt: p, index: p * n + j, stream: llm.stream({ promptIds: ids }, choiceParams, { lora }) });
       }
     });
@@ -37,10 +39,33 @@ export function startChoices(llm: LLM, prompts: number[][], params: SamplingPara
   return runs;
 }
 
-/** Text of one token for logprobs: its decoded string, or `token_id:<id>` without a tokenizer (vLLM's form). */
-export function tokenString(llm: LLM, id: number): string {
-  return llm.tokenizer ? llm.tokenizer.decode([id]) : `token_id:${id}`;
+/**
+ * How logprobs name a token: the text it adds after other text (so the tokens of a choice join to its text), or
+ * `token_id:<id>` (vLLM's return_tokens_as_token_ids form, also used without a tokenizer).
+ */
+export function tokenNamer(llm: LLM, asIds: boolean): (id: number) => string {
+  const tk = llm.tokenizer;
+  if (!tk || asIds) return (id) => `token_id:${id}`;
+  let names = tokenTexts.get(tk);
+  if (!names) tokenTexts.set(tk, (names = new Map()));
+  // Decoded alone, a token loses what decoders strip at the start of a text (SentencePiece's leading space), so
+  // it is decoded after an anchor token and the anchor's text is cut off.
+  const anchor = tk.encode('a', { addSpecialTokens: false })[0];
+  const anchorText = anchor === undefined ? '' : tk.decode([anchor]);
+  const cache = names;
+  return (id) => {
+    let s = cache.get(id);
+    if (s === undefined) {
+      const joined = anchor === undefined ? '' : tk.decode([anchor, id]);
+      s = anchor !== undefined && joined.startsWith(anchorText) ? joined.slice(anchorText.length) : tk.decode([id]);
+      cache.set(id, s);
+    }
+    return s;
+  };
 }
+
+/** Token id -> its text after other text, per tokenizer (filled as tokens are seen). */
+const tokenTexts = new WeakMap<Tokenizer, Map<number, string>>();
 
 /** The completions API's logprobs object for some generated tokens. */
 export interface CompletionLogprobs {
@@ -57,7 +82,7 @@ export interface CompletionLogprobs {
  * character `offset` of the choice's text. Returns the object and the offset after the last token.
  */
 export function completionLogprobs(
-  llm: LLM,
+  name: (id: number) => string,
   ids: readonly number[],
   lps: readonly number[],
   top: readonly TopLogprob[][] | undefined,
@@ -65,11 +90,11 @@ export function completionLogprobs(
 ): { logprobs: CompletionLogprobs; offset: number } {
   const lp: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
   ids.forEach((id, i) => {
-    const s = tokenString(llm, id);
+    const s = name(id);
     lp.tokens.push(s);
     lp.token_logprobs.push(lps[i]!);
     const alts: Record<string, number> = {};
-    for (const t of top?.[i] ?? []) alts[tokenString(llm, t.id)] = t.logprob;
+    for (const t of top?.[i] ?? []) alts[name(t.id)] = t.logprob;
     alts[s] = lps[i]!;
     lp.top_logprobs.push(alts);
     lp.text_offset.push(offset);
@@ -91,19 +116,19 @@ const utf8 = new TextEncoder();
 
 /** Chat logprobs `content` entries for tokens `ids`. */
 export function chatLogprobs(
-  llm: LLM,
+  name: (id: number) => string,
   ids: readonly number[],
   lps: readonly number[],
   top: readonly TopLogprob[][] | undefined,
 ): ChatTokenLogprob[] {
   return ids.map((id, i) => {
-    const token = tokenString(llm, id);
+    const token = name(id);
     return {
       token,
       logprob: lps[i]!,
       bytes: [...utf8.encode(token)],
       top_logprobs: (top?.[i] ?? []).map((t) => {
-        const s = tokenString(llm, t.id);
+        const s = name(t.id);
         return { token: s, logprob: t.logprob, bytes: [...utf8.encode(s)] };
       }),
     };

@@ -44,6 +44,8 @@ export interface GenerationRequest {
   includeUsage: boolean;
   /** polylora extension: multiplies the adapter's own scale for this request (0 = the base model). */
   loraScale: number | undefined;
+  /** vLLM's return_tokens_as_token_ids: logprobs name tokens `token_id:<id>`. */
+  tokensAsIds: boolean;
 }
 
 /** One prompt of a completions request, as text or as token ids. */
@@ -171,6 +173,7 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
     stream: bool(b, 'stream') ?? false,
     includeUsage,
     loraScale: num(b, 'lora_scale'),
+    tokensAsIds: bool(b, 'return_tokens_as_token_ids') ?? false,
   };
 }
 

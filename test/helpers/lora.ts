@@ -67,10 +67,10 @@ export interface AdapterSpec {
 }
 
 /**
- * The adapter `spec` describes, written as peft's save_pretrained files in memory and read back with
- * loadLoraAdapter against `config`. Values are uniform in [-0.5, 0.5): B is never zero.
+ * The adapter folder `spec` describes, as peft's save_pretrained writes it, in memory (label `mem/<name>`).
+ * Values are uniform in [-0.5, 0.5): B is never zero.
  */
-export async function makeAdapter(config: ModelConfig, spec: AdapterSpec): Promise<LoraAdapter> {
+export function adapterFiles(config: ModelConfig, spec: AdapterSpec): FileTree {
   const tensors: TensorToWrite[] = [];
   let seed = spec.seed * 1000;
   for (const m of baseLoraModules(config)) {
@@ -97,7 +97,12 @@ export async function makeAdapter(config: ModelConfig, spec: AdapterSpec): Promi
     alpha_pattern: spec.alphaPattern ?? {},
     use_rslora: spec.useRslora ?? false,
   });
-  return loadLoraAdapter(adapterTree(cfg, tensors, `mem/${spec.name}`), config, { name: spec.name });
+  return adapterTree(cfg, tensors, `mem/${spec.name}`);
+}
+
+/** adapterFiles(config, spec) read back with the real loader (loadLoraAdapter) against `config`. */
+export function makeAdapter(config: ModelConfig, spec: AdapterSpec): Promise<LoraAdapter> {
+  return loadLoraAdapter(adapterFiles(config, spec), config, { name: spec.name });
 }
 
 /** `x` rounded to `dtype` and widened back (exactly) to f32. */

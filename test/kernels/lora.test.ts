@@ -188,7 +188,7 @@ function referenceRow(xm: Float32Array, lw: LinearWeights, d: LoraDelta | null) 
 
 /**
  * What the shrink must leave in s: header words (u32) and values (f32, with tolerances), every other element the
- * SENTINEL it held. `rowsDone` rows are written; rows past it stay untouched.
+ * SENTINEL it held. Rows [0, M) are written; rows past M (up to sRows) stay untouched.
  */
 function expectedS(
   M: number,

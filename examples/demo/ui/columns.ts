@@ -61,7 +61,7 @@ export class Columns {
           { className: `col c${l.column % 8}`, attrs: { 'aria-labelledby': `${id}-h`, 'data-column': String(l.column) } },
           h('header', {}, h('h3', { id: `${id}-h`, title: l.title }, l.title), l.detail ? h('span', { className: 'detail' }, l.detail) : null),
           out,
-          h('p', { className: 'stats' }, count, ' · ', rate, ' · ', state),
+          h('p', { className: 'stats' }, h('span', {}, count, ' · ', rate), state),
         );
         this.views.set(l.column, { root, out, text, count, rate, state, pending: '', tokens: 0, elapsedMs: 0 });
         return root;
