@@ -10,11 +10,12 @@ import { defineConfig, searchForWorkspaceRoot } from 'vite';
 const repoRoot = dirname(fileURLToPath(import.meta.url));
 const sharedDir = process.env.POLYLORA_SHARED ?? resolve(repoRoot, '../shared');
 
-export default defineConfig({
+export default defineConfig(({ command }) => ({
   root: resolve(repoRoot, 'examples/demo'),
   // Relative asset URLs: dist-demo/ works from any sub-path of a static host.
   base: './',
-  define: { 'import.meta.env.VITE_SHARED_DIR': JSON.stringify(sharedDir) },
+  // The shared folder's path for the dev server's bundled-model buttons; a build gets null (and hides them).
+  define: { 'import.meta.env.VITE_SHARED_DIR': command === 'serve' ? JSON.stringify(sharedDir) : 'null' },
   server: { host: '127.0.0.1', fs: { allow: [searchForWorkspaceRoot(repoRoot), sharedDir] } },
   preview: { host: '127.0.0.1' },
   build: { outDir: resolve(repoRoot, 'dist-demo'), emptyOutDir: true, target: 'es2022' },
@@ -23,4 +24,4 @@ export default defineConfig({
   // Pre-bundled up front (the worker's imports are not found by the dependency scan of index.html), so the dev
   // server does not re-optimize and reload the page the first time the worker imports them.
   optimizeDeps: { include: ['@huggingface/tokenizers', '@huggingface/jinja', '@huggingface/hub'] },
-});
+}));

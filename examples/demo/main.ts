@@ -8,8 +8,9 @@ import { Columns, type ColumnLabel } from './ui/columns.js';
 import { byId, formatBytes } from './ui/dom.js';
 import { deviceName, showDevice, showModel } from './ui/facts.js';
 
-/** Only `npm run demo` (the dev server) serves the shared test data, at /@fs/<absolute path>. */
-const SHARED = import.meta.env.DEV ? `/@fs${import.meta.env.VITE_SHARED_DIR as string}` : null;
+/** Only `npm run demo` (the dev server) serves the shared test data, at /@fs/<absolute path>; a build has null. */
+const sharedDir = import.meta.env.VITE_SHARED_DIR as string | null;
+const SHARED = sharedDir ? `/@fs${sharedDir}` : null;
 const BUNDLED_MODEL = 'models/tinystories-656k';
 const BUNDLED_ADAPTERS = ['zara', 'pirate', 'robot'].map((n) => `adapters/tinystories-656k/${n}`);
 

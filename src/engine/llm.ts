@@ -74,6 +74,11 @@ export interface RequestOptions {
 
 export type Prompt = string | { prompt: string } | { promptIds: number[] };
 
+/** Two adapter sources are the same when they name the same path / Hub id, or are trees with the same label. */
+function sameSource(a: string | FileTree, b: string | FileTree): boolean {
+  return (typeof a === 'string' ? a : a.label) === (typeof b === 'string' ? b : b.label);
+}
+
 export interface LLMInfo {
   model: string;
   config: ModelConfig;
@@ -286,7 +291,7 @@ export class LLM {
     const { registry } = this.loraState();
     const req = LoRARequest.from(request);
     if (registry.has(req.name)) {
-      if (registry.sourceOf(req.name) !== req.path) {
+      if (!sameSource(registry.sourceOf(req.name), req.path)) {
         throw new PolyloraError('INVALID_ARGUMENT', `adapter "${req.name}" is already registered from another source`, {
           field: 'name',
           expected: String(registry.sourceOf(req.name)),
@@ -347,7 +352,7 @@ export class LLM {
   /** The request's adapter, pinned, if it is registered from the same source and parsed in memory now. */
   private tryAdapter(req: LoRARequest): SequenceLora | null {
     const reg = this.lora?.registry;
-    if (!reg?.has(req.name) || reg.sourceOf(req.name) !== req.path) return null;
+    if (!reg?.has(req.name) || !sameSource(reg.sourceOf(req.name), req.path)) return null;
     const adapter = reg.tryAcquire(req.name);
     return adapter ? { adapter, scale: req.scale } : null;
   }

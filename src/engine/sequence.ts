@@ -69,9 +69,13 @@ export class Sequence {
     return this.tokens.length - this.numComputed;
   }
 
-  /** What, besides tokens, determines this sequence's KV values: its adapter ('' for the base model). */
+  /**
+   * What, besides tokens, determines this sequence's KV values: its adapter and the request's scale on it ('' for
+   * the base model, which scale 0 is too).
+   */
   get kvIdentity(): string {
-    const a = this.lora?.adapter;
-    return a ? `${a.name}#${a.id ?? a.source}` : '';
+    const l = this.lora;
+    if (!l || l.scale === 0) return '';
+    return `${l.adapter.name}#${l.adapter.id ?? l.adapter.source}@${l.scale}`;
   }
 }

@@ -153,7 +153,8 @@ export class AdapterManager {
           const resolver = this.resolvers.find((x) => x.name === r.resolver);
           const found = resolver ? await resolver.resolve(r.name, this.baseNames[0]!) : null;
           if (!found) throw new HttpError(404, `resolver "${r.resolver}" ${resolver ? 'no longer has it' : 'is not configured'}`);
-          await this.install(r.name, found.source, { root: found.root ?? null, origin, record: false });
+          const root = found.root ?? (typeof found.source === 'string' ? found.source : null);
+          await this.install(r.name, found.source, { root, origin, record: false });
         });
         this.log(`restored adapter "${r.name}" from ${r.path ?? r.resolver}`);
       } catch (e) {
@@ -261,7 +262,8 @@ export class AdapterManager {
         if (!res) continue;
         found = true;
         try {
-          const s = await this.install(model, res.source, { root: res.root ?? null, origin: 'resolver', resolver: r.name });
+          const root = res.root ?? (typeof res.source === 'string' ? res.source : null);
+          const s = await this.install(model, res.source, { root, origin: 'resolver', resolver: r.name });
           this.log(`resolved adapter "${model}" with ${r.name}`);
           return { model, adapter: s };
         } catch (e) {

@@ -100,11 +100,11 @@ describe('runtime loading', () => {
     let url: string;
     let openai: OpenAI;
     let server: PolyloraServer;
-    let resolverCalls = 0;
+    const resolverCalls = new Map<string, number>();
     const counting: LoraResolver = {
       name: 'counting',
       async resolve(name) {
-        resolverCalls++;
+        resolverCalls.set(name, (resolverCalls.get(name) ?? 0) + 1);
         await new Promise((r) => setTimeout(r, 50)); // a slow lookup: every concurrent request arrives meanwhile
         return name === 'zara-plugin' ? { source: adapterDir('zara') } : null;
       },
@@ -189,7 +189,7 @@ describe('runtime loading', () => {
       const loadsBefore = llm.loraStats!.cpu.loads;
       const results = await Promise.all(Array.from({ length: 8 }, () => text(openai, 'zara-plugin')));
       for (const r of results) expect(r).toEqual({ text: once('zara').expected_text, model: 'zara-plugin' });
-      expect(resolverCalls).toBe(1);
+      expect(resolverCalls.get('zara-plugin')).toBe(1);
       expect(llm.loraStats!.cpu.loads - loadsBefore).toBe(1);
     });
 

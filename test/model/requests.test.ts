@@ -1,0 +1,193 @@
+// Request features through the whole engine on the real TinyStories model: stop strings (never leaked, in the
+// stream or the final text), stop token ids, top-N logprobs against the reference model's logits, penalties
+// against the reference on the penalized logits, n > 1 (forks equal independent requests with the derived seeds),
+// seeded sampling independent of the batch, abort freeing KV blocks at once, and prefix caching on and off giving
+// the same tokens. Runs in Node and Chromium.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LLM } from '../../src/engine/llm.js';
+import type { ReferenceModel } from '../../src/reference/model.js';
+import { applyPenalties, greedy, topLogprobs } from '../../src/reference/sampling.js';
+import { golden } from '../helpers/shared.js';
+import { useGpu } from '../helpers/gpu.js';
+import { referenceModel, tinyStories } from '../helpers/model.js';
+
+const g = golden();
+const base = g.cases.filter((c) => c.adapter === null);
+const c0 = base[0]!;
+const gpu = useGpu();
+let llm: LLM;
+let ref: ReferenceModel;
+
+beforeAll(async () => {
+  const tree = await tinyStories();
+  llm = await LLM.load(tree, { gpu: gpu(), maxModelLen: 128, maxNumSeqs: 16, blockSize: 4 });
+  ref = await referenceModel(tree);
+});
+afterAll(async () => {
+  await llm?.close();
+});
+
+/** Reference logits of every position of `ids` (prompt + output) [ids.length, vocab]. */
+function refLogits(ids: number[]): Float32Array {
+  return ref.forward(ref.newSequence(), ids, 0);
+}
+
+describe('stop strings and stop ids', () => {
+  it('a stop string ends generation and never appears, in the stream or the result', async () => {
+    // "yummy" first appears a few tokens into golden's continuation of c0.
+    const stop = 'yummy';
+    expect(c0.expected_text).toContain(stop);
+    const want = c0.expected_text.slice(0, c0.expected_text.indexOf(stop));
+    const s = llm.stream({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: 32, stop: ['zebra', stop] });
+    let streamed = '';
+    for await (const ch of s) streamed += ch.text;
+    const out = await s.result;
+    expect(streamed).toBe(want);
+    expect(out.text).toBe(want);
+    expect([out.finishReason, out.stopReason]).toEqual(['stop', stop]);
+    // The stop string ended it on the token that completed it: the ids are golden's prefix up to there.
+    expect(c0.expected_ids.slice(0, out.tokenIds.length)).toEqual(out.tokenIds);
+  });
+
+  it('a stop token id ends generation and is kept in the ids, as vLLM does', async () => {
+    const id = c0.expected_ids[5]!;
+    const [out] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: 32, stopTokenIds: [id] });
+    const at = c0.expected_ids.indexOf(id);
+    expect(out!.tokenIds).toEqual(c0.expected_ids.slice(0, at + 1));
+    expect([out!.finishReason, out!.stopReason]).toEqual(['stop', id]);
+  });
+
+  it('ignoreEos runs past EOS to maxTokens', async () => {
+    const short = g.cases.find((c) => c.adapter === null && c.expected_ids.at(-1) === g.eos_token_id);
+    if (!short) return; // every base case runs to max_tokens in this golden file: nothing to check
+    const [out] = await llm.generate({ promptIds: short.prompt_ids }, { temperature: 0, maxTokens: short.expected_ids.length + 4, ignoreEos: true });
+    expect(out!.tokenIds.slice(0, short.expected_ids.length)).toEqual(short.expected_ids);
+    expect(out!.tokenIds).toHaveLength(short.expected_ids.length + 4);
+  });
+});
+
+describe('logprobs', () => {
+  it('sampled and top-N logprobs equal log-softmax of the reference logits at every generated position', async () => {
+    const n = 5;
+    const [out] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: 12, logprobs: n });
+    const ids = [...c0.prompt_ids, ...out!.tokenIds];
+    const logits = refLogits(ids);
+    const V = ref.config.vocabSize;
+    out!.tokenIds.forEach((tok, j) => {
+      const row = logits.subarray((c0.prompt_ids.length - 1 + j) * V, (c0.prompt_ids.length + j) * V);
+      const want = topLogprobs(row, n);
+      // The model's logits differ from the reference's by f32 summation order (test/model/logits.test.ts allows
+      // 2^-12 of the row's largest |logit|); a log-softmax value moves by at most twice that.
+      let m = 0;
+      for (const v of row) m = Math.max(m, Math.abs(v));
+      const tol = 2 * 2 ** -12 * (m + 1);
+      expect(out!.topLogprobs![j]!.map((t) => t.id), `position ${j}`).toEqual(want.map((w) => w.id));
+      out!.topLogprobs![j]!.forEach((t, k) => expect(Math.abs(t.logprob - want[k]!.logprob)).toBeLessThanOrEqual(tol));
+      expect(Math.abs(out!.logprobs[j]! - want[0]!.logprob)).toBeLessThanOrEqual(tol);
+      expect(tok).toBe(want[0]!.id);
+    });
+  });
+});
+
+describe('penalties', () => {
+  it('greedy with presence/frequency/repetition penalties follows the reference on penalized logits', async () => {
+    const p = { presence: 0.4, frequency: 0.3, repetition: 1.3 };
+    const [out] = await llm.generate(
+      { promptIds: c0.prompt_ids },
+      { temperature: 0, maxTokens: 24, presencePenalty: p.presence, frequencyPenalty: p.frequency, repetitionPenalty: p.repetition },
+    );
+    // Reference: penalties over prompt (repetition) and output counts, greedy on the penalized row.
+    const seq = ref.newSequence();
+    const V = ref.config.vocabSize;
+    let logits = ref.forward(seq, c0.prompt_ids, 0);
+    const counts = new Map<number, number>();
+    const want: number[] = [];
+    for (let j = 0; j < 24; j++) {
+      const ids = new Set([...c0.prompt_ids, ...counts.keys()]);
+      const entries = [...ids].map((id) => ({ id, count: counts.get(id) ?? 0, inPrompt: c0.prompt_ids.includes(id) }));
+      const tok = greedy(applyPenalties(logits.subarray(logits.length - V), entries, p));
+      want.push(tok);
+      counts.set(tok, (counts.get(tok) ?? 0) + 1);
+      if (tok === g.eos_token_id) break;
+      logits = ref.forward(seq, [tok], seq.length);
+    }
+    expect(out!.tokenIds).toEqual(want);
+    // And the penalties did something on this prompt.
+    expect(out!.tokenIds).not.toEqual(c0.expected_ids.slice(0, out!.tokenIds.length));
+  });
+});
+
+describe('sampling, n > 1, batching', () => {
+  it('a seed gives the same tokens alone and in a batch with other requests', async () => {
+    const params = { temperature: 0.9, topP: 0.95, maxTokens: 20, seed: 1234 };
+    const [alone] = await llm.generate({ promptIds: c0.prompt_ids }, params);
+    const outs = await llm.generate(
+      base.map((c) => ({ promptIds: c.prompt_ids })),
+      base.map((_c, i) => (i === 2 ? params : { temperature: 1, maxTokens: 10 + i, seed: i })),
+    );
+    const [again] = await llm.generate({ promptIds: c0.prompt_ids }, params);
+    expect(again!.tokenIds).toEqual(alone!.tokenIds);
+    // Request 2 of the batch has c2's prompt: compare it with c2 alone under the same params.
+    const [c2alone] = await llm.generate({ promptIds: base[2]!.prompt_ids }, params);
+    expect(outs[2]!.tokenIds).toEqual(c2alone!.tokenIds);
+  });
+
+  it('n = 4 completions fork after one prefill and equal independent requests with the derived seeds', async () => {
+    const seed = 77;
+    const hitsBefore = llm.stats.prefixCacheHits;
+    const [out] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 1, maxTokens: 16, n: 4, seed });
+    expect(out!.outputs).toHaveLength(4);
+    expect(out!.tokenIds).toEqual(out!.outputs![0]!.tokenIds);
+    for (let i = 0; i < 4; i++) {
+      const s = i === 0 ? seed : (seed + Math.imul(i, 0x9e3779b9)) >>> 0;
+      const [alone] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 1, maxTokens: 16, seed: s });
+      expect(out!.outputs![i]!.tokenIds, `completion ${i}`).toEqual(alone!.tokenIds);
+    }
+    // Different seeds: not all the same.
+    expect(new Set(out!.outputs!.map((o) => JSON.stringify(o.tokenIds))).size).toBeGreaterThan(1);
+    expect(llm.stats.prefixCacheHits).toBeGreaterThanOrEqual(hitsBefore);
+    expect(llm.stats.kvBlocksFree).toBe(llm.stats.kvBlocksTotal);
+  });
+
+  it('greedy n = 3 gives three copies of golden', async () => {
+    const [out] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: c0.max_tokens, n: 3 });
+    for (const o of out!.outputs!) expect(o.tokenIds).toEqual(c0.expected_ids);
+  });
+});
+
+describe('abort and the KV pool', () => {
+  it('aborting a stream mid-generation frees its blocks at once; others finish with golden tokens', async () => {
+    const s = llm.stream({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: 100, ignoreEos: true });
+    const other = llm.generate({ promptIds: base[1]!.prompt_ids }, { temperature: 0, maxTokens: base[1]!.max_tokens });
+    let n = 0;
+    for await (const ch of s) {
+      n += ch.tokenIds.length;
+      if (n >= 5) break; // leaving the loop aborts the request
+    }
+    const out = await s.result;
+    expect(out.finishReason).toBe('abort');
+    expect(out.tokenIds.length).toBeLessThan(100);
+    expect((await other)[0]!.tokenIds).toEqual(base[1]!.expected_ids);
+    expect(llm.stats.kvBlocksFree).toBe(llm.stats.kvBlocksTotal);
+    expect([llm.stats.running, llm.stats.waiting]).toEqual([0, 0]);
+  });
+
+  it('a repeated prompt is served from the prefix cache, with the same tokens as with caching off', async () => {
+    const long = [...c0.prompt_ids, ...c0.expected_ids.slice(0, 24)];
+    const before = llm.stats.prefixCacheHits;
+    const [a] = await llm.generate({ promptIds: long }, { temperature: 0, maxTokens: 8 });
+    const [b] = await llm.generate({ promptIds: long }, { temperature: 0, maxTokens: 8 });
+    expect(b!.tokenIds).toEqual(a!.tokenIds);
+    // The second run reused every full block before the last prompt token: floor((31 - 1) / 4) · 4 = 28 tokens.
+    expect(llm.stats.prefixCacheHits - before).toBeGreaterThanOrEqual(Math.floor((long.length - 1) / 4) * 4);
+    const off = await LLM.load(await tinyStories(), { gpu: gpu(), maxModelLen: 128, maxNumSeqs: 4, blockSize: 4, enablePrefixCaching: false });
+    try {
+      const [c] = await off.generate({ promptIds: long }, { temperature: 0, maxTokens: 8 });
+      const [d] = await off.generate({ promptIds: long }, { temperature: 0, maxTokens: 8 });
+      expect([c!.tokenIds, d!.tokenIds]).toEqual([a!.tokenIds, a!.tokenIds]);
+      expect(off.stats.prefixCacheHits).toBe(0);
+    } finally {
+      await off.close();
+    }
+  });
+});
