@@ -311,6 +311,30 @@ export class LLM {
     pool.evictName(name);
   }
 
+  /**
+   * Keeps an adapter parsed in CPU memory and, once loaded, resident in its GPU slot (vLLM's pin_lora): LRU eviction
+   * passes it over until unpinLora.
+   */
+  async pinLora(request: LoRARequest | LoRARequestInit): Promise<void> {
+    const req = LoRARequest.from(request);
+    const adapter = await this.adapterFor(req); // holds one CPU pin until unpinLora
+    try {
+      this.lora!.pool.pin(adapter);
+    } catch (e) {
+      this.lora!.registry.unpin(req.name);
+      throw e;
+    }
+  }
+
+  unpinLora(name: string): void {
+    const { registry, pool } = this.loraState();
+    const adapter = registry.tryAcquire(name);
+    if (!adapter) return;
+    registry.unpin(name); // tryAcquire's pin
+    registry.unpin(name); // pinLora's pin
+    pool.unpin(adapter);
+  }
+
   /** Registered adapter names (vLLM's list_loras). */
   listLoras(): string[] {
     return this.lora?.registry.names() ?? [];

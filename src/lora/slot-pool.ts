@@ -3,6 +3,7 @@
 // adapter needs the room, then the least recently used unreferenced, unpinned slot is overwritten. Loading is a
 // few queue.writeBuffer calls between two steps, so sequences already running never wait for it.
 
+import { PolyloraError } from '../errors.js';
 import type { LoraAdapter } from './adapter.js';
 import type { LoraSlots } from './gpu-slots.js';
 
@@ -83,9 +84,21 @@ export class SlotPool {
     this.refs[slot]!--;
   }
 
-  /** Keeps `adapter` resident once loaded (vLLM's pin_lora); pinning never blocks a load of it. */
+  /**
+   * Keeps `adapter` resident once loaded (vLLM's pin_lora). At least one slot always stays unpinned, or a request
+   * for any other adapter could wait forever.
+   */
   pin(adapter: LoraAdapter): void {
-    this.pinned.add(adapterKey(adapter));
+    const key = adapterKey(adapter);
+    if (this.pinned.has(key)) return;
+    if (this.pinned.size + 1 >= this.keys.length) {
+      throw new PolyloraError('INVALID_ARGUMENT', `cannot pin adapter "${adapter.name}"`, {
+        expected: `fewer pinned adapters than GPU slots (maxLoras = ${this.keys.length})`,
+        found: `${this.pinned.size} pinned`,
+        hint: 'unpin one, or raise maxLoras (--max-loras)',
+      });
+    }
+    this.pinned.add(key);
   }
 
   unpin(adapter: LoraAdapter): void {

@@ -19,7 +19,9 @@ export interface ServingContext {
   start(route: Route, prompts: number[][], params: SamplingParams, n: number, loraScale: number | undefined): ChoiceRun[];
 }
 
+/** Answers with JSON (nothing when the client is already gone). */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (res.destroyed) return;
   const text = JSON.stringify(body);
   res.writeHead(status, { ...headers, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);

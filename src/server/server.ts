@@ -11,7 +11,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { LLM } from '../engine/llm.js';
 import { LoRARequest } from '../engine/lora-request.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
@@ -46,8 +46,6 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Engine requests allowed to wait beyond the running batch (maxNumSeqs); 429 above. Default 1024. */
   maxQueuedRequests?: number;
-  /** Engine hooks; default llmHooks(llm). */
-  hooks?: (llm: LLM) => EngineHooks;
   /** Log lines (adapter loads, restores, errors). Default: none. */
   onLog?: (message: string) => void;
 }
@@ -80,11 +78,11 @@ export function createServer(llm: LLM | Promise<LLM>, options: ServerOptions = {
   let ctx: (ServingContext & { hooks: EngineHooks; allowUpdates: boolean }) | null = null;
   let loadError: unknown = null;
   let inFlight = 0;
-  const sockets = new Set<import('node:net').Socket>();
+  const sockets = new Set<Socket>();
 
   const ready = (async () => {
     const model = await llm;
-    const hooks = (options.hooks ?? llmHooks)(model);
+    const hooks = llmHooks(model);
     const baseNames = options.servedModelNames?.length ? options.servedModelNames : [model.info.model];
     const store = options.stateDir ? await AdapterStateStore.open(options.stateDir, baseNames[0]!, log) : null;
     const adapters = new AdapterManager(model, hooks, { baseNames, resolvers, store, onLog: log });

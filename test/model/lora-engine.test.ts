@@ -307,3 +307,32 @@ describe('LoRA on lm_head and embed_tokens (loraEmbeddings)', () => {
     expect(llm.stats.maxRowsInStep).toBe(3);
   });
 });
+
+describe('pinning', () => {
+  it('a pinned adapter stays in its GPU slot while others rotate through the rest; the last slot cannot be pinned', async () => {
+    const llm = await LLM.load(await tinyStories(), { gpu: gpu(), enableLora: true, maxLoras: 2, maxLoraRank: 16, maxModelLen: 128, maxNumSeqs: 8 });
+    try {
+      const [zara, pirate] = await Promise.all(['zara', 'pirate'].map((n) => goldenLora(n)));
+      await llm.pinLora(zara!);
+      await expect(llm.pinLora(pirate!)).rejects.toThrow(/cannot pin adapter "pirate".*maxLoras = 2/);
+      const c = golden().cases;
+      const run = async (name: string) => {
+        const k = c.find((x) => x.adapter === name)!;
+        const [out] = await llm.generate({ promptIds: k.prompt_ids }, { temperature: 0, maxTokens: k.max_tokens }, { lora: await goldenLora(name) });
+        expect(out!.tokenIds, name).toEqual(k.expected_ids);
+      };
+      await run('zara');
+      await run('pirate');
+      await run('robot'); // evicts pirate, never zara
+      await run('pirate');
+      const slots = llm.loraSlots();
+      expect(slots.find((s) => s.name === 'zara')?.pinned).toBe(true);
+      expect(llm.loraStats!.slots.evictions).toBe(2);
+      llm.unpinLora('zara');
+      await run('robot'); // zara is now the least recently used: robot takes its slot
+      expect(llm.loraSlots().map((s) => s.name).sort()).toEqual(['pirate', 'robot']);
+    } finally {
+      await llm.close();
+    }
+  });
+});
