@@ -1,6 +1,9 @@
-// Embedding gather: x[t, 0..H) = E[ids[t], 0..H) widened to f32, for tokens whose id falls in this part of a
+// Embedding gather: x[t, 0..H) = E[id, 0..H) widened to f32, for tokens whose id falls in this part of a
 // (possibly split) table: rows [rowStart, rowStart + rowCount). E: u32 words [rowCount, Hp], Hp = H rounded up
 // to 8. One workgroup per token; dispatch (T).
+// id = ids[t], or, when feed[t] != NONE, the token the previous step sampled in row feed[t] (prevOut): the
+// engine records a decode step before the previous one is read back. The resolved id is written back to ids[t]
+// for later kernels of the step (embedding LoRA).
 
 override WDTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16
 const WG: u32 = 64u;
@@ -14,9 +17,13 @@ struct Params {
 }
 
 @group(0) @binding(1) var<uniform> p: Params;
-@group(0) @binding(2) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read_write> ids: array<u32>;
 @group(0) @binding(3) var<storage, read> E: array<u32>;
 @group(0) @binding(4) var<storage, read_write> x: array<f32>;
+@group(0) @binding(5) var<storage, read> feed: array<u32>;
+@group(0) @binding(6) var<storage, read> prevOut: array<u32>;
+
+const NONE: u32 = 0xffffffffu;
 
 fn element(i: u32) -> f32 {
   if (WDTYPE == 0u) { return bitcast<f32>(E[i]); }
@@ -28,7 +35,14 @@ fn element(i: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = wg.x;
-  let id = ids[t];
+  let f = feed[t];
+  var id: u32;
+  if (f == NONE) {
+    id = ids[t];
+  } else {
+    id = prevOut[f];
+    if (tid == 0u) { ids[t] = id; }
+  }
   if (id < p.rowStart || id >= p.rowStart + p.rowCount) { return; }
   let base = (id - p.rowStart) * p.Hp;
   for (var i = tid; i < p.H; i += WG) {

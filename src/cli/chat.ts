@@ -24,7 +24,7 @@ export const CHAT_USAGE = `polylora chat <model> [--lora name=path ...] [options
   --temperature T      0 = greedy (default 0.7)
   --top-p P            nucleus sampling (default 1 = off)
   --seed S             random seed of the first reply (later replies use S+1, S+2, ...)
-  --max-lora-rank R    largest adapter rank (default 16)
+  --max-lora-rank R    largest adapter rank accepted (default 64, as generate)
   --max-model-len N    longest conversation in tokens (default: the model's, at most 4096)
   --revision R         Hub branch, tag or commit of <model>
 
@@ -71,7 +71,7 @@ export async function chatCommand(argv: string[]): Promise<void> {
       enableLora: true,
       // One sequence at a time: two slots keep the last two adapters resident when switching back and forth.
       maxLoras: 2,
-      maxLoraRank: int(v, 'max-lora-rank', 1),
+      maxLoraRank: int(v, 'max-lora-rank', 1) ?? 64,
       maxModelLen: int(v, 'max-model-len', 2),
       maxNumSeqs: 1,
       onWarning: (m) => note(`warning: ${m}`),

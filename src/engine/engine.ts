@@ -3,21 +3,25 @@
 // streaming). One loop per engine; it sleeps when there is nothing to do.
 
 import { PolyloraError } from '../errors.js';
-import type { ModelRunner } from '../model/runner.js';
+import type { InFlight, ModelRunner } from '../model/runner.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { TextOutput } from './text-output.js';
 import type { RequestOutput } from './request.js';
 import { RequestStream } from './request.js';
 import type { SamplingParams } from './sampling-params.js';
 import { resolveSampling } from './sampling-params.js';
-import type { SchedulerLimits } from './scheduler.js';
+import type { Scheduled, SchedulerLimits } from './scheduler.js';
 import { Scheduler } from './scheduler.js';
 import type { FinishReason, SequenceLora } from './sequence.js';
 import { Sequence } from './sequence.js';
 import type { SlotPool } from '../lora/slot-pool.js';
 
 export interface EngineLimits extends SchedulerLimits {
-  maxModelLen: number; // prompt + output tokens per sequence
+  /**
+   * Record the next decode step while the GPU runs the current one (its token ids fed back on the GPU), so the
+   * read-back wait overlaps GPU work. Default true.
+   */
+  asyncScheduling?: boolean;
 }
 
 export interface EngineStats {
@@ -38,6 +42,11 @@ export interface EngineSnapshot extends EngineStats {
   prefixCacheQueries: number; // prompt tokens looked up in the prefix cache
   prefixCacheHits: number; // prompt tokens served from it
   preemptions: number; // sequences whose blocks were taken back (recomputed later)
+}
+
+interface StepInFlight {
+  plan: readonly Scheduled[];
+  flight: InFlight;
 }
 
 interface Active {
@@ -200,21 +209,31 @@ export class Engine {
   private async run(): Promise<void> {
     // Start on a microtask: requests added in the same tick (one generate() call) share the first step.
     await Promise.resolve();
+    const overlap = this.limits.asyncScheduling !== false;
+    // The oldest step in flight; with async scheduling, the one after it is recorded before it is read back.
+    let head: StepInFlight | null = null;
     try {
-      while (this.scheduler.hasWork) {
-        const plan = this.scheduler.schedule();
-        if (plan.length === 0) {
-          throw new PolyloraError('INVALID_ARGUMENT', 'no request fits in the KV cache', {
-            hint: 'raise the KV cache memory or lower maxModelLen',
-          });
+      for (;;) {
+        if (!head) {
+          if (!this.scheduler.hasWork) break;
+          const plan = this.scheduler.schedule();
+          if (plan.length === 0) {
+            throw new PolyloraError('INVALID_ARGUMENT', 'no request fits in the KV cache', {
+              hint: 'raise the KV cache memory or lower maxModelLen',
+            });
+          }
+          head = { plan, flight: this.runner.submit() };
         }
-        const res = await this.runner.step();
+        const spec: readonly Scheduled[] | null = overlap ? this.scheduler.speculate(head.plan) : null;
+        const next: StepInFlight | null = spec ? { plan: spec, flight: this.runner.submit() } : null;
+        const res = await this.runner.collect(head.flight);
         this.stats.steps++;
-        this.stats.maxRowsInStep = Math.max(this.stats.maxRowsInStep, this.runner.batch.rows);
-        for (const s of this.scheduler.commit(res)) {
-          const a = this.active.get(s.seq); // absent when aborted while the step ran
+        this.stats.maxRowsInStep = Math.max(this.stats.maxRowsInStep, head.flight.rows);
+        for (const s of this.scheduler.commit(head.plan, res)) {
+          const a = this.active.get(s.seq); // absent when it finished or was aborted while the step ran
           if (s.row >= 0 && a) this.onToken(a);
         }
+        head = next;
       }
     } catch (e) {
       for (const a of [...this.active.values()]) {

@@ -88,6 +88,11 @@ export interface LLMInfo {
   weightBytes: number;
   /** GPU memory of the LoRA slots (0 without enableLora). */
   loraSlotBytes: number;
+  maxNumSeqs: number;
+  maxNumBatchedTokens: number;
+  /** LoRA limits (0 without enableLora). */
+  maxLoras: number;
+  maxLoraRank: number;
 }
 
 interface LoraState {
@@ -192,6 +197,10 @@ export class LLM {
         maxModelLen,
         weightBytes: weights.bytesPerToken,
         loraSlotBytes: lora?.slots.bytes ?? 0,
+        maxNumSeqs,
+        maxNumBatchedTokens,
+        maxLoras: lora?.slots.maxLoras ?? 0,
+        maxLoraRank: lora?.slots.maxRank ?? 0,
       };
       return new LLM(info, loaded.tokenizer, { engine, gpu: ownGpu ? gpu : null, weights, runner, kv, lora });
     } catch (e) {
@@ -215,28 +224,39 @@ export class LLM {
 
   /**
    * Starts one request and streams its chunks. Breaking out of the loop aborts it. The adapter (if any) is read
-   * and validated first, so a bad adapter rejects here and nothing else is disturbed.
+   * and validated first; a bad adapter fails this stream (iteration throws, result rejects) and nothing else.
    */
   stream(prompt: Prompt, params: SamplingParams = {}, options: { lora?: LoRARequest | LoRARequestInit | null } = {}): RequestStream {
+    return this.streamGroup(prompt, { ...params, n: 1 }, options)[0]!;
+  }
+
+  /**
+   * Streams params.n completions of one prompt (n > 1 share the prompt's prefill and KV blocks; completion i > 0
+   * samples with a seed derived from the request's). Returns one stream per completion; adapter errors arrive
+   * through the streams, as with stream().
+   */
+  streamGroup(prompt: Prompt, params: SamplingParams = {}, options: { lora?: LoRARequest | LoRARequestInit | null } = {}): RequestStream[] {
     this.checkOpen();
     const ids = this.encode(prompt);
-    if (!options.lora) return this.submit(ids, params, null);
-    // An adapter already in memory (see loadLora) is taken synchronously: requests started in one tick share a step.
+    const n = params.n ?? 1;
+    if (!options.lora) return this.submitGroup(ids, params, null);
     const ready = this.tryAdapter(LoRARequest.from(options.lora));
-    if (ready) return this.submit(ids, params, ready);
-    // The adapter is read first; its errors arrive through the stream (iteration throws, result rejects).
-    const stream = new RequestStream(`req-lora-${++this.streams}`);
+    if (ready) return this.submitGroup(ids, params, ready);
+    const id = ++this.streams;
+    const streams = Array.from({ length: n }, (_, i) => new RequestStream(`req-lora-${id}${i ? `-${i}` : ''}`));
     this.prepareLora(options.lora).then(
       (lora) => {
         try {
-          this.submit(ids, params, lora, stream);
+          this.submitGroup(ids, params, lora, streams);
         } catch (e) {
-          stream.fail(e);
+          for (const s of streams) s.fail(e);
         }
       },
-      (e) => stream.fail(e),
+      (e) => {
+        for (const s of streams) s.fail(e);
+      },
     );
-    return stream;
+    return streams;
   }
 
   /** Generates for every prompt (all admitted into the same batches); outputs are in prompt order. */
@@ -281,8 +301,17 @@ export class LLM {
    */
   async loadLora(request: LoRARequest | LoRARequestInit): Promise<LoraAdapter> {
     const req = LoRARequest.from(request);
-    const adapter = await this.adapterFor(req);
-    this.lora!.registry.unpin(req.name);
+    const { registry } = this.loraState();
+    const isNew = !registry.has(req.name);
+    let adapter: LoraAdapter;
+    try {
+      adapter = await this.adapterFor(req);
+    } catch (e) {
+      // A name registered by this call and never read successfully is forgotten, so a corrected retry works.
+      if (isNew && registry.has(req.name) && registry.pinCount(req.name) === 0 && !registry.isCached(req.name)) registry.unregister(req.name);
+      throw e;
+    }
+    registry.unpin(req.name);
     return adapter;
   }
 
@@ -384,11 +413,6 @@ export class LLM {
   private async prepareLora(r: LoRARequest | LoRARequestInit): Promise<SequenceLora> {
     const req = LoRARequest.from(r);
     return { adapter: await this.adapterFor(req), scale: req.scale };
-  }
-
-  /** Queues one request; its adapter's CPU pin is dropped when it ends. */
-  private submit(ids: number[], params: SamplingParams, lora: SequenceLora | null, into?: RequestStream): RequestStream {
-    return this.submitGroup(ids, { ...params, n: 1 }, lora, into ? [into] : undefined)[0]!;
   }
 
   /** Queues params.n completions of one prompt; the adapter's CPU pin is dropped when all of them end. */

@@ -16,10 +16,13 @@ import type { Sequence } from './sequence.js';
 
 /** slotOf value of a token that runs the base model only. */
 const NO_SLOT = 0xffffffff;
+/** feed value of a token whose id is given by the CPU (not fed back from the previous step's samples). */
+const NO_FEED = 0xffffffff;
 
 export interface SchedulerLimits {
   maxNumSeqs: number; // sequences in one step
   maxNumBatchedTokens: number; // token rows in one step
+  maxModelLen: number; // prompt + output tokens per sequence
 }
 
 /** What one sequence contributes to a step. */
@@ -37,7 +40,13 @@ export class Scheduler {
   readonly running: Sequence[] = [];
   /** Sequences preempted (blocks freed, to be recomputed) so far. */
   preemptions = 0;
-  private readonly plan: Scheduled[] = [];
+  /** Fork rows (n > 1) placed in the step being scheduled. */
+  private forkRows = 0;
+  /** Two plans, used in turn: a step may be recorded while the previous one runs (speculate()). */
+  private readonly plans: [Scheduled[], Scheduled[]] = [[], []];
+  private planIndex = 0;
+  /** The plan being filled. */
+  private plan: Scheduled[] = this.plans[0];
   private readonly batch: StepBatch;
   private readonly kv: KvPool;
   private readonly limits: SchedulerLimits;
@@ -63,6 +72,7 @@ export class Scheduler {
    * waiting sequences (they compute the shared prompt themselves, mostly from the prefix cache).
    */
   remove(seq: Sequence): void {
+    seq.removed = true;
     const i = this.running.indexOf(seq);
     if (i >= 0) this.running.splice(i, 1);
     const j = this.waiting.indexOf(seq);
@@ -78,11 +88,12 @@ export class Scheduler {
     if (i >= 0) parent.forks.splice(i, 1);
   }
 
-  /** Fills the step batch; returns the plan (reused between steps), empty when nothing can run. */
+  /** Fills the step batch; returns the plan (reused two steps later), empty when nothing can run. */
   schedule(): readonly Scheduled[] {
     const b = this.batch;
     b.reset();
-    this.plan.length = 0;
+    this.nextPlan();
+    this.forkRows = 0;
     let budget = this.limits.maxNumBatchedTokens;
     // 1. Running sequences: decodes (and unfinished prefills) in admission order.
     let i = 0;
@@ -102,8 +113,8 @@ export class Scheduler {
     let w = 0;
     while (w < this.waiting.length && budget > 0) {
       const seq = this.waiting[w]!;
-      // A sequence and its pending forks (n > 1) are admitted together, within maxNumSeqs.
-      if (this.running.length + 1 + seq.forks.length > this.limits.maxNumSeqs) break;
+      // Forks sampled this step start running after it: they count against maxNumSeqs already.
+      if (this.running.length + this.forkRows >= this.limits.maxNumSeqs) break;
       if (!this.acquireSlot(seq)) {
         w++;
         continue;
@@ -124,9 +135,71 @@ export class Scheduler {
     return this.plan;
   }
 
-  /** Applies a step's results: tokens computed, sampled ids appended. Returns the sequences that got a token. */
-  commit(r: StepResult): readonly Scheduled[] {
-    for (const s of this.plan) {
+  private nextPlan(): void {
+    this.planIndex ^= 1;
+    this.plan = this.plans[this.planIndex]!;
+    this.plan.length = 0;
+  }
+
+  /**
+   * Fills the batch with the decode step that follows `prev` (still running on the GPU) as if every sequence in it
+   * goes on: one more token each, whose id the GPU feeds from prev's samples. Returns null (batch untouched) when
+   * that guess is not safe to make: requests are waiting for admission, prev has prefill chunks, forks,
+   * penalties (they need prev's token on the CPU), or no free block for a new position. A sequence that finishes
+   * by length at prev is left out; one that finishes otherwise (EOS, stop string) computes one wasted token.
+   */
+  speculate(prev: readonly Scheduled[]): readonly Scheduled[] | null {
+    if (this.waiting.length > 0 || prev.length === 0) return null;
+    const B = this.kv.blockSize;
+    let blocksNeeded = 0;
+    let going = 0;
+    for (const e of prev) {
+      const seq = e.seq;
+      if (e.row < 0 || e.forkOf || seq.removed || seq.forks.length > 0 || seq.penalties) return null;
+      if (!this.continues(seq)) continue;
+      going++;
+      if (seq.blocks.length * B <= e.start + e.count) blocksNeeded++;
+    }
+    if (going === 0 || blocksNeeded > this.kv.allocator.numFree) return null;
+    const b = this.batch;
+    b.reset();
+    this.nextPlan();
+    for (const e of prev) {
+      const seq = e.seq;
+      if (!this.continues(seq)) continue;
+      const pos = e.start + e.count; // the token prev samples
+      if (seq.blocks.length * B <= pos) seq.blocks.push(this.kv.allocator.allocate());
+      const seqRow = b.seqs++;
+      const tableBase = seqRow * b.limits.maxBlocksPerSeq;
+      for (let j = 0; j < seq.blocks.length; j++) b.blockTables[tableBase + j] = seq.blocks[j]!;
+      const slot = seq.slot >= 0 ? seq.slot : NO_SLOT;
+      const mult = seq.lora?.scale ?? 0;
+      if (seq.slot >= 0) b.lora = true;
+      const t = b.tokens++;
+      b.ids[t] = 0;
+      b.feed[t] = e.row;
+      b.positions[t] = pos;
+      b.seqOf[t] = seqRow;
+      b.slots[t] = seq.blocks[Math.floor(pos / B)]! * B + (pos % B);
+      b.slotOf[t] = slot;
+      b.mult[t] = mult;
+      this.plan.push({ seq, start: pos, count: 1, row: this.sampleRow(seq, t, slot, mult, 1) });
+    }
+    return this.plan;
+  }
+
+  /** False when the token prev is sampling will end the sequence by length anyway. */
+  private continues(seq: Sequence): boolean {
+    return seq.numGenerated + 1 < seq.sampling.maxTokens && seq.tokens.length + 1 < this.limits.maxModelLen;
+  }
+
+  /**
+   * Applies a step's results (the plan schedule() or speculate() returned for it): tokens computed, sampled ids
+   * appended. Returns the plan; entries of sequences removed meanwhile are skipped.
+   */
+  commit(plan: readonly Scheduled[], r: StepResult): readonly Scheduled[] {
+    for (const s of plan) {
+      if (s.seq.removed) continue;
       if (s.forkOf) this.fork(s.forkOf, s.seq);
       s.seq.numComputed += s.count;
       this.registerFullBlocks(s.seq);
@@ -139,7 +212,7 @@ export class Scheduler {
         s.seq.topLogprobs.push(top);
       }
     }
-    return this.plan;
+    return plan;
   }
 
   /** KV blocks for tokens [0, numComputed + n); may preempt later-admitted sequences when `preempt`. */
@@ -270,22 +343,32 @@ export class Scheduler {
       b.positions[t] = pos;
       b.seqOf[t] = seqRow;
       b.slots[t] = seq.blocks[Math.floor(pos / B)]! * B + (pos % B);
+      b.feed[t] = NO_FEED;
       b.slotOf[t] = slot;
       b.mult[t] = mult;
     }
     const sampled = start + n === seq.tokens.length;
     this.plan.push({ seq, start, count: n, row: sampled ? this.sampleRow(seq, b.tokens - 1, slot, mult) : -1 });
     // n > 1: the forks sample the same logits row, each with its own seed, and start running after the step
-    // (after their parent's entry in the plan, so commit() sees the parent's computed tokens first).
+    // (after their parent's entry in the plan, so commit() sees the parent's computed tokens first). Forks beyond
+    // maxNumSeqs wait as ordinary sequences (their prompt mostly comes from the prefix cache).
     if (sampled) {
       for (const f of seq.forks.splice(0)) {
-        this.plan.push({ seq: f, start: 0, count: 0, row: this.sampleRow(f, b.tokens - 1, slot, mult), forkOf: seq });
+        if (this.running.length + this.forkRows < this.limits.maxNumSeqs && b.rows < b.limits.maxRows) {
+          this.plan.push({ seq: f, start: 0, count: 0, row: this.sampleRow(f, b.tokens - 1, slot, mult), forkOf: seq });
+          this.forkRows++;
+        } else {
+          this.waiting.push(f);
+        }
       }
     }
   }
 
-  /** A sample row for `seq` reading token row `t`: its sampling parameters and penalty list. */
-  private sampleRow(seq: Sequence, t: number, slot: number, mult: number): number {
+  /**
+   * A sample row for `seq` reading token row `t`: its sampling parameters and penalty list. `ahead`: tokens it
+   * has sampled that are not appended yet (a speculated step), for the seeded random stream's counter.
+   */
+  private sampleRow(seq: Sequence, t: number, slot: number, mult: number, ahead = 0): number {
     const b = this.batch;
     const row = b.rows++;
     b.sampleRows[row] = t;
@@ -306,7 +389,7 @@ export class Scheduler {
       topP: sp.topP,
       minP: sp.minP,
       seed: sp.seed,
-      counter: seq.numGenerated,
+      counter: seq.numGenerated + ahead,
       topN: sp.logprobs,
       presence: sp.presencePenalty,
       frequency: sp.frequencyPenalty,

@@ -29,6 +29,8 @@ export class Sequence {
   /** Log-probability of each generated token. */
   readonly logprobs: number[] = [];
   finishReason: FinishReason | null = null;
+  /** Taken out of the scheduler (finished or aborted); a step still in flight for it is ignored. */
+  removed = false;
   readonly lora: SequenceLora | null;
   /** GPU slot holding the adapter while the sequence is running (-1: none held). */
   slot = -1;

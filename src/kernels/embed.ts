@@ -1,6 +1,7 @@
 // Dispatcher for shaders/embed.wgsl.
 //
-// Contract: for each token t < T:  x[t, i] = E[ids[t], i] widened to f32, i < H  (x row stride ldx).
+// Contract: for each token t < T, with id = feed[t] == NONE ? ids[t] : prevOut[feed[t]] (a token the previous step
+// sampled, not read back yet):  x[t, i] = E[id, i] widened to f32, i < H (x row stride ldx);  ids[t] = id.
 // A table split into parts runs one dispatch per part; each writes only the tokens whose id it holds.
 
 import type { Gpu } from '../gpu/device.js';
@@ -22,6 +23,10 @@ export interface EmbedSpec {
   label: string;
   E: GpuMatrix;
   ids: GPUBuffer;
+  /** Per token: NONE, or the previous step's sample row whose token it is. */
+  feed: GPUBuffer;
+  /** The previous step's sampled tokens (the sampler's output buffer). */
+  prevOut: GPUBuffer;
   x: GPUBuffer;
   ldx: number;
 }
@@ -36,7 +41,7 @@ export async function embedOp(gpu: Gpu, s: EmbedSpec): Promise<Op> {
       rowStart: part.rowStart,
       rowCount: part.rows,
     });
-    return bindGroup(gpu.device, pipeline, `${s.label}#${i}`, { 1: params, 2: s.ids, 3: part.buffer, 4: s.x });
+    return bindGroup(gpu.device, pipeline, `${s.label}#${i}`, { 1: params, 2: s.ids, 3: part.buffer, 4: s.x, 5: s.feed, 6: s.prevOut });
   });
   return {
     label: s.label,

@@ -28,6 +28,15 @@ import { ropeTable } from './rope.js';
 import type { StepLimits } from './step-batch.js';
 import { StepBatch } from './step-batch.js';
 
+/** A submitted step: where its results will be read back. */
+export interface InFlight {
+  staging: GPUBuffer;
+  busy: boolean;
+  rows: number;
+  top: number; // bytes of top-N ids (and of their logprobs) read back, 0 when no row asked
+  result: StepResult;
+}
+
 export interface StepResult {
   tokens: Uint32Array; // [rows] sampled ids (valid until the next step)
   logprobs: Float32Array; // [rows] log-probability of each sampled id under the raw logits
@@ -50,8 +59,9 @@ export class ModelRunner {
   private readonly outLogprobs: GPUBuffer;
   private readonly topIds: GPUBuffer;
   private readonly topLogprobs: GPUBuffer;
-  private readonly staging: GPUBuffer;
-  private readonly result: StepResult;
+  /** Two read-back slots: a step can be recorded while the previous one runs. */
+  private readonly inFlight: InFlight[];
+  private nextFlight = 0;
   private readonly dims: StepDims = { tokens: 0, seqs: 0, lora: false };
 
   private constructor(
@@ -61,7 +71,7 @@ export class ModelRunner {
     batch: StepBatch,
     ops: Op[],
     buffers: GPUBuffer[],
-    io: { logits: GPUBuffer; outTokens: GPUBuffer; outLogprobs: GPUBuffer; topIds: GPUBuffer; topLogprobs: GPUBuffer; staging: GPUBuffer },
+    io: { logits: GPUBuffer; outTokens: GPUBuffer; outLogprobs: GPUBuffer; topIds: GPUBuffer; topLogprobs: GPUBuffer; staging: GPUBuffer[] },
   ) {
     this.gpu = gpu;
     this.config = config;
@@ -75,14 +85,19 @@ export class ModelRunner {
     this.outLogprobs = io.outLogprobs;
     this.topIds = io.topIds;
     this.topLogprobs = io.topLogprobs;
-    this.staging = io.staging;
     const maxRows = batch.limits.maxRows;
-    this.result = {
-      tokens: new Uint32Array(maxRows),
-      logprobs: new Float32Array(maxRows),
-      topIds: new Uint32Array(maxRows * MAX_TOPN),
-      topLogprobs: new Float32Array(maxRows * MAX_TOPN),
-    };
+    this.inFlight = io.staging.map((staging) => ({
+      staging,
+      busy: false,
+      rows: 0,
+      top: 0,
+      result: {
+        tokens: new Uint32Array(maxRows),
+        logprobs: new Float32Array(maxRows),
+        topIds: new Uint32Array(maxRows * MAX_TOPN),
+        topLogprobs: new Float32Array(maxRows * MAX_TOPN),
+      },
+    }));
   }
 
   static async create(
@@ -124,7 +139,7 @@ export class ModelRunner {
     const topIds = buf('out.topIds', R * MAX_TOPN * 4);
     const topLogprobs = buf('out.topLogprobs', R * MAX_TOPN * 4);
     // Read back: ids [R], logprobs [R], then (only when asked) top ids [R, MAX_TOPN] and their logprobs.
-    const staging = buf('out.staging', R * 8 * (1 + MAX_TOPN), GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    const staging = [0, 1].map((i) => buf(`out.staging${i}`, R * 8 * (1 + MAX_TOPN), GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
     const dummy = buf('dummy', 16);
     const rot = gpu.upload('rope.table', ropeTable(c, limits.maxModelLen));
     buffers.push(rot);
@@ -166,7 +181,9 @@ export class ModelRunner {
       };
     };
 
-    const ops: Op[] = [await embedOp(gpu, { label: 'embed', E: w.embed, ids: batch.idsBuf, x, ldx: H })];
+    const ops: Op[] = [
+      await embedOp(gpu, { label: 'embed', E: w.embed, ids: batch.idsBuf, feed: batch.feedBuf, prevOut: outTokens, x, ldx: H }),
+    ];
     if (slots?.embed) {
       ops.push(
         await embedLoraOp(gpu, {
@@ -265,8 +282,24 @@ export class ModelRunner {
    * Runs the step described by `batch` (filled by the caller) and returns the sampled rows. One submit; the
    * readback is the only wait.
    */
+  /**
+   * Runs the step described by `batch` (filled by the caller) and returns the sampled rows. One submit; the
+   * readback is the only wait.
+   */
   async step(): Promise<StepResult> {
+    return this.collect(this.submit());
+  }
+
+  /**
+   * Records and submits the step in `batch` and returns a handle for its results. Up to two steps may be in
+   * flight (the engine fills the next batch while the GPU runs the previous one); the batch can be refilled as soon
+   * as this returns, since queue.writeBuffer copies its data.
+   */
+  submit(): InFlight {
     this.gpu.check();
+    const f = this.inFlight[this.nextFlight]!;
+    if (f.busy) throw new Error('two steps are already in flight');
+    this.nextFlight ^= 1;
     const b = this.batch;
     b.upload(this.gpu.queue);
     this.dims.tokens = b.tokens;
@@ -280,27 +313,40 @@ export class ModelRunner {
     const R = b.rows;
     const top = b.maxTopN > 0 ? R * MAX_TOPN * 4 : 0;
     if (R > 0) {
-      enc.copyBufferToBuffer(this.outTokens, 0, this.staging, 0, R * 4);
-      enc.copyBufferToBuffer(this.outLogprobs, 0, this.staging, R * 4, R * 4);
+      enc.copyBufferToBuffer(this.outTokens, 0, f.staging, 0, R * 4);
+      enc.copyBufferToBuffer(this.outLogprobs, 0, f.staging, R * 4, R * 4);
       if (top > 0) {
-        enc.copyBufferToBuffer(this.topIds, 0, this.staging, R * 8, top);
-        enc.copyBufferToBuffer(this.topLogprobs, 0, this.staging, R * 8 + top, top);
+        enc.copyBufferToBuffer(this.topIds, 0, f.staging, R * 8, top);
+        enc.copyBufferToBuffer(this.topLogprobs, 0, f.staging, R * 8 + top, top);
       }
     }
     this.gpu.queue.submit([enc.finish()]);
-    if (R === 0) return this.result;
-    const size = R * 8 + 2 * top;
-    await this.staging.mapAsync(GPUMapMode.READ, 0, size);
-    const mapped = this.staging.getMappedRange(0, size);
-    this.result.tokens.set(new Uint32Array(mapped, 0, R));
-    this.result.logprobs.set(new Float32Array(mapped, R * 4, R));
-    if (top > 0) {
-      this.result.topIds.set(new Uint32Array(mapped, R * 8, R * MAX_TOPN));
-      this.result.topLogprobs.set(new Float32Array(mapped, R * 8 + top, R * MAX_TOPN));
+    f.busy = true;
+    f.rows = R;
+    f.top = top;
+    return f;
+  }
+
+  /** Waits for a submitted step and returns its sampled rows (valid until that handle is submitted again). */
+  async collect(f: InFlight): Promise<StepResult> {
+    const { rows: R, top } = f;
+    try {
+      if (R === 0) return f.result;
+      const size = R * 8 + 2 * top;
+      await f.staging.mapAsync(GPUMapMode.READ, 0, size);
+      const mapped = f.staging.getMappedRange(0, size);
+      f.result.tokens.set(new Uint32Array(mapped, 0, R));
+      f.result.logprobs.set(new Float32Array(mapped, R * 4, R));
+      if (top > 0) {
+        f.result.topIds.set(new Uint32Array(mapped, R * 8, R * MAX_TOPN));
+        f.result.topLogprobs.set(new Float32Array(mapped, R * 8 + top, R * MAX_TOPN));
+      }
+      f.staging.unmap();
+      this.gpu.check();
+      return f.result;
+    } finally {
+      f.busy = false;
     }
-    this.staging.unmap();
-    this.gpu.check();
-    return this.result;
   }
 
   /**

@@ -23,6 +23,7 @@ export class StepBatch {
   readonly positions: Uint32Array; // [maxTokens] position in its sequence
   readonly seqOf: Uint32Array; // [maxTokens] block-table row of the token's sequence
   readonly slots: Uint32Array; // [maxTokens] KV slot the token's k/v are written to
+  readonly feed: Uint32Array; // [maxTokens] NONE, or the previous step's sample row holding this token's id
   readonly blockTables: Uint32Array; // [maxSeqs, maxBlocksPerSeq]
   readonly sampleRows: Uint32Array; // [maxRows] token row sampled by each sample row
   readonly penalties: Uint32Array; // [maxPenaltyEntries, 2] (token id, count | PEN_IN_PROMPT)
@@ -50,6 +51,7 @@ export class StepBatch {
   readonly positionsBuf: GPUBuffer;
   readonly seqOfBuf: GPUBuffer;
   readonly slotsBuf: GPUBuffer;
+  readonly feedBuf: GPUBuffer;
   readonly blockTablesBuf: GPUBuffer;
   readonly sampleRowsBuf: GPUBuffer;
   readonly samplingBuf: GPUBuffer;
@@ -66,6 +68,7 @@ export class StepBatch {
     this.positions = new Uint32Array(maxTokens);
     this.seqOf = new Uint32Array(maxTokens);
     this.slots = new Uint32Array(maxTokens);
+    this.feed = new Uint32Array(maxTokens);
     this.blockTables = new Uint32Array(maxSeqs * maxBlocksPerSeq);
     this.sampleRows = new Uint32Array(maxRows);
     this.penalties = new Uint32Array(limits.maxPenaltyEntries * 2);
@@ -82,6 +85,7 @@ export class StepBatch {
     this.positionsBuf = gpu.buffer('step.positions', maxTokens * 4, storage);
     this.seqOfBuf = gpu.buffer('step.seqOf', maxTokens * 4, storage);
     this.slotsBuf = gpu.buffer('step.slots', maxTokens * 4, storage);
+    this.feedBuf = gpu.buffer('step.feed', maxTokens * 4, storage);
     this.blockTablesBuf = gpu.buffer('step.blockTables', this.blockTables.byteLength, storage);
     this.sampleRowsBuf = gpu.buffer('step.sampleRows', maxRows * 4, storage);
     this.samplingBuf = gpu.buffer('step.sampling', this.samplingBytes.byteLength, storage);
@@ -122,6 +126,7 @@ export class StepBatch {
       queue.writeBuffer(this.positionsBuf, 0, this.positions, 0, T);
       queue.writeBuffer(this.seqOfBuf, 0, this.seqOf, 0, T);
       queue.writeBuffer(this.slotsBuf, 0, this.slots, 0, T);
+      queue.writeBuffer(this.feedBuf, 0, this.feed, 0, T);
     }
     if (S > 0) queue.writeBuffer(this.blockTablesBuf, 0, this.blockTables, 0, S * L.maxBlocksPerSeq);
     if (R > 0) {
@@ -146,6 +151,7 @@ export class StepBatch {
       this.positionsBuf,
       this.seqOfBuf,
       this.slotsBuf,
+      this.feedBuf,
       this.blockTablesBuf,
       this.sampleRowsBuf,
       this.samplingBuf,

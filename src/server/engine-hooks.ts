@@ -1,7 +1,6 @@
 // What the server needs from the engine: scheduler and KV gauges for /metrics, the sequence limit for admission
 // (429), the adapter rank limit, and "read and validate this adapter now, or leave nothing behind" for
-// /v1/load_lora_adapter (vLLM's add_lora pre-loads too). All but two numbers come from LLM's public API;
-// `maxNumSeqs` and `maxLoraRank` are read from LLM's internals here, in this one place, until LLMInfo carries them.
+// /v1/load_lora_adapter (vLLM's add_lora pre-loads too). All from LLM's public API.
 
 import type { LLM } from '../engine/llm.js';
 import type { LoRARequest } from '../engine/lora-request.js';
@@ -39,18 +38,9 @@ export function llmHooks(llm: LLM): EngineHooks {
       const s = llm.stats;
       return { running: s.running, waiting: s.waiting, kvBlocksTotal: s.kvBlocksTotal, kvBlocksUsed: s.kvBlocksTotal - s.kvBlocksFree };
     },
-    // Private members read by element access (TypeScript allows and type-checks it): until LLMInfo has them.
-    maxNumSeqs: llm['engine'].limits.maxNumSeqs,
-    maxLoraRank: llm['lora']?.slots.maxRank ?? null,
-    async loadLora(req) {
-      const known = llm.listLoras().includes(req.name);
-      try {
-        return await llm.loadLora(req);
-      } catch (e) {
-        // LLM.loadLora registers before it reads: a failed read must not leave the name taken.
-        if (!known && llm.listLoras().includes(req.name)) llm.removeLora(req.name);
-        throw e;
-      }
-    },
+    maxNumSeqs: llm.info.maxNumSeqs,
+    maxLoraRank: llm.info.maxLoraRank || null,
+    // LLM.loadLora forgets a name it registered when the first read fails, so a corrected retry works.
+    loadLora: (req) => llm.loadLora(req),
   };
 }

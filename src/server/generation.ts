@@ -15,22 +15,18 @@ export interface ChoiceRun {
 }
 
 /**
- * Starts `n` choices for every prompt; choice index = prompt · n + j (vLLM's order). LLM streams one completion per
- * call (its own n > 1 is only in generate()), so this starts n requests per prompt, choice j with the seed the
- * engine's n would give it (seed for j = 0, seed + j · 0x9e3779b9 after; a random seed when the request has none):
- * the same tokens as engine-side n, without its shared prompt blocks. When LLM can stream a group, only this
- * function changes. If a start fails, the ones started are aborted.
+ * Starts `n` choices for every prompt; choice index = prompt · n + j (vLLM's order). Each prompt's choices are one
+ * engine group (LLM.streamGroup): one prefill, shared prompt blocks, choice j > 0 sampling with a seed derived from
+ * the request's. If a start fails, the ones started are aborted.
  */
 export function startChoices(llm: LLM, prompts: number[][], params: SamplingParams, n: number, lora: LoRARequest | null): ChoiceRun[] {
   const runs: ChoiceRun[] = [];
   try {
+    // The engine runs the n choices of a prompt as one group: one prefill, shared KV blocks, per-choice seeds.
     prompts.forEach((ids, p) => {
-      const seed = params.seed ?? (n > 1 ? Math.floor(Math.random() * 2 ** 32) : undefined);
-      for (let j = 0; j < n; j++) {
-        const choiceParams: SamplingParams = { ...params, n: 1 };
-        if (seed !== undefined) choiceParams.seed = j === 0 ? seed : ((seed >>> 0) + Math.imul(j, 0x9e3779b9)) >>> 0;
-        runs.push({ prompt: p, index: p * n + j, stream: llm.stream({ promptIds: ids }, choiceParams, { lora }) });
-      }
+      llm.streamGroup({ promptIds: ids }, { ...params, n }, { lora }).forEach((stream, j) => {
+        runs.push({ prompt: p, index: p * n + j, stream });
+      });
     });
   } catch (e) {
     for (const r of runs) r.stream.abort();

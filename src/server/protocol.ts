@@ -84,7 +84,8 @@ function int(b: Body, name: string, min: number, max = Number.MAX_SAFE_INTEGER):
   if (!present(b, name)) return undefined;
   const v = b[name];
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw badField(name, max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer in [${min}, ${max}]`, v);
+    const range = min === Number.MIN_SAFE_INTEGER ? '' : max === Number.MAX_SAFE_INTEGER ? ` >= ${min}` : ` in [${min}, ${max}]`;
+    throw badField(name, `an integer${range}`, v);
   }
   return v;
 }

@@ -69,10 +69,9 @@ async function waitModelLoaded(page: Page): Promise<void> {
   expect(await page.textContent('#model-status')).toMatch(/^Loaded /);
 }
 
-/** Clicks Generate (or presses Ctrl+Enter in the prompt) and waits for the run's batch report. */
-async function generate(page: Page, how: 'click' | 'keyboard' = 'click'): Promise<void> {
-  if (how === 'click') await page.click('#run');
-  else await page.press('#prompt', 'Control+Enter');
+/** Clicks Generate and waits for the run's batch report. */
+async function generate(page: Page): Promise<void> {
+  await page.click('#run');
   await page.waitForFunction(() => document.getElementById('batch')!.dataset.peak, null, { timeout: 120_000 });
 }
 
@@ -100,17 +99,20 @@ async function columnViews(page: Page): Promise<ColumnView[]> {
   );
 }
 
-/** Every column shows exactly its golden text, base first, then the adapters in list order. */
+/**
+ * Every column shows exactly its golden text, base first, then the adapters in list order, with the golden token
+ * count and finish (golden.json's ids end with EOS when generation stopped there).
+ */
 function expectGoldenColumns(views: ColumnView[], cases: Map<string, GoldenCase>): void {
-  const expected = [
-    { title: 'Base model', text: cases.get('')!.expected_text },
-    ...ADAPTER_NAMES.map((n) => ({ title: n, text: cases.get(n)!.expected_text })),
-  ];
-  expect(views.map((v) => ({ title: v.title, text: v.text }))).toEqual(expected);
-  for (const v of views) {
-    expect([v.state, v.count, v.finish]).toEqual(['done', '32 tok', 'max tokens']);
-    expect(v.rate).toMatch(/^\d+\.\d tok\/s$/);
-  }
+  const expected = [['Base model', cases.get('')!] as const, ...ADAPTER_NAMES.map((n) => [n, cases.get(n)!] as const)].map(([title, c]) => ({
+    title,
+    text: c.expected_text,
+    state: 'done',
+    count: `${c.expected_ids.length} tok`,
+    finish: c.expected_ids.at(-1) === golden().eos_token_id ? 'end of text' : 'max tokens',
+  }));
+  expect(views.map(({ title, text, state, count, finish }) => ({ title, text, state, count, finish }))).toEqual(expected);
+  for (const v of views) expect(v.rate).toMatch(/^\d+\.\d tok\/s$/);
 }
 
 let server: ViteDevServer;
@@ -224,17 +226,19 @@ describe('demo page, tiny model and the three shared adapters from picked folder
 
     expect(await page.getAttribute('#prompt-info', 'data-ids')).toBe(base.prompt_ids.join(','));
     expectGoldenColumns(await columnViews(page), cases);
-    // All four sequences got tokens from the same engine steps.
+    // All four sequences got their tokens from the same engine steps: as many steps as the longest column has
+    // tokens (one after another, they would take the sum).
+    const lengths = [...cases.values()].map((c) => c.expected_ids.length);
+    const total = lengths.reduce((a, b) => a + b, 0);
     expect(await page.getAttribute('#batch', 'data-peak')).toBe('4');
-    expect(await page.textContent('#batch')).toMatch(/^4 sequences in one batch: \d+ steps, 128 tokens in /);
-    // 32 tokens each in at most 33 steps: the columns ran in the same steps (the engine may start the first
-    // request it is given one step before the others; one after another would take 4 × 32 steps).
-    expect(Number(await page.getAttribute('#batch', 'data-steps'))).toBeLessThanOrEqual(base.max_tokens + 1);
+    expect(await page.getAttribute('#batch', 'data-steps')).toBe(String(Math.max(...lengths)));
+    expect(await page.textContent('#batch')).toMatch(new RegExp(`^4 sequences in one batch: ${Math.max(...lengths)} steps, ${total} tokens in `));
     expect(boxesAfter).toEqual(boxesWhileStreaming);
     expect(shifts).toEqual([]);
-    console.log(`demo run: ${(runMs / 1000).toFixed(2)} s for 4 × 32 tokens; ${await page.textContent('#batch')}; longest frame gap ${maxFrameGap.toFixed(0)} ms`);
-    // The frame budget is loose: SwiftShader and the worker share this machine's 2 cores with the main thread.
-    expect(maxFrameGap).toBeLessThan(1000);
+    console.log(`demo run: ${(runMs / 1000).toFixed(2)} s for 4 columns; ${await page.textContent('#batch')}; longest frame gap ${maxFrameGap.toFixed(0)} ms`);
+    // A page that misses frames for half a second looks frozen. The bound is that, not one frame: SwiftShader's
+    // threads and the worker share this machine's 2 cores with the page (measured here: 17 ms idle, 133 ms busy).
+    expect(maxFrameGap).toBeLessThan(500);
 
     await page.screenshot({ path: join(ARTIFACTS, 'demo-laptop.png'), fullPage: true });
     if (process.env.POLYLORA_DOCS_SCREENSHOT === '1') {
@@ -294,6 +298,23 @@ describe('demo page, tiny model and the three shared adapters from picked folder
     expect(await page.isEnabled('#run')).toBe(true);
     expect(await page.isDisabled('#stop')).toBe(true);
     await page.fill('#max-tokens', String(base.max_tokens));
+    expect(errors).toEqual([]);
+  });
+
+  it("the scale slider (by keyboard) at 0 turns an adapter's column into the base model's text", async () => {
+    const slider = page.locator('li.adapter[data-adapter="pirate"] input[type="range"]');
+    await slider.focus();
+    await page.keyboard.press('Home');
+    expect(await page.textContent('li.adapter[data-adapter="pirate"] output')).toBe('×0.00');
+    await generate(page);
+    const views = await columnViews(page);
+    const pirate = views.find((v) => v.title === 'pirate')!;
+    // scale 0 adds 0 · (x·Aᵀ)·Bᵀ = 0 to every adapted projection: the base model's greedy text, exactly.
+    expect(pirate.text).toBe(base.expected_text);
+    expect(await page.textContent('[data-column="1"] .detail')).toBe('scale ×0.00');
+    expect(views.find((v) => v.title === 'zara')!.text).toBe(cases.get('zara')!.expected_text);
+    await page.keyboard.press('End'); // the slider keeps focus: back to its maximum, 2
+    expect(await page.textContent('li.adapter[data-adapter="pirate"] output')).toBe('×2.00');
     expect(errors).toEqual([]);
   });
 

@@ -61,6 +61,7 @@ export async function gpuRunner(gpu: Gpu, tree: FileTree, maxTokens = 64) {
         b.positions[t] = t;
         b.seqOf[t] = 0;
         b.slots[t] = b.blockTables[Math.floor(t / kv.blockSize)]! * kv.blockSize + (t % kv.blockSize);
+        b.feed[t] = 0xffffffff;
         b.sampleRows[t] = t;
         b.setSampling(t, { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, counter: 0 });
       });

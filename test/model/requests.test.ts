@@ -149,6 +149,24 @@ describe('sampling, n > 1, batching', () => {
     expect(llm.stats.kvBlocksFree).toBe(llm.stats.kvBlocksTotal);
   });
 
+  it('n larger than maxNumSeqs: the forks that do not fit wait and compute the prompt themselves', async () => {
+    const small = await LLM.load(await tinyStories(), { gpu: gpu(), maxModelLen: 64, maxNumSeqs: 2, blockSize: 4 });
+    try {
+      const seed = 5;
+      const [out] = await small.generate({ promptIds: c0.prompt_ids }, { temperature: 1, maxTokens: 10, n: 5, seed });
+      expect(out!.outputs).toHaveLength(5);
+      for (let i = 0; i < 5; i++) {
+        const s = i === 0 ? seed : (seed + Math.imul(i, 0x9e3779b9)) >>> 0;
+        const [alone] = await small.generate({ promptIds: c0.prompt_ids }, { temperature: 1, maxTokens: 10, seed: s });
+        expect(out!.outputs![i]!.tokenIds, `completion ${i}`).toEqual(alone!.tokenIds);
+      }
+      expect(small.stats.maxRowsInStep).toBe(2);
+      expect(small.stats.kvBlocksFree).toBe(small.stats.kvBlocksTotal);
+    } finally {
+      await small.close();
+    }
+  });
+
   it('greedy n = 3 gives three copies of golden', async () => {
     const [out] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: c0.max_tokens, n: 3 });
     for (const o of out!.outputs!) expect(o.tokenIds).toEqual(c0.expected_ids);

@@ -13,7 +13,7 @@ import { createServer, type PolyloraServer, type ServerOptions } from '../../src
 import { STATE_FILE } from '../../src/server/state-store.js';
 import { startHubServer, type HubServer } from '../helpers/hub-server.js';
 import { golden, type GoldenCase } from '../helpers/shared.js';
-import { adapterDir, client, modelDir } from './helpers.js';
+import { adapterDir, client, modelDir, waitFor } from './helpers.js';
 
 const g = golden();
 const HUB_REPO = 'tiny-org/pirate-hub';
@@ -142,6 +142,38 @@ describe('runtime loading', () => {
 
       a = await post(url, '/v1/unload_lora_adapter', { lora_name: 'zara' });
       expect([a.status, a.error!.message]).toEqual([404, "The lora adapter 'zara' cannot be found."]);
+    });
+
+    it('unloading an adapter with a request running: new requests 404, the running one finishes, then the engine forgets it', async () => {
+      expect((await post(url, '/v1/load_lora_adapter', { lora_name: 'zara2', lora_path: adapterDir('zara') })).status).toBe(200);
+      // Long enough (ignore_eos) to be still running when the unload arrives.
+      const stream = await openai.completions.create({
+        model: 'zara2',
+        prompt: once(null).prompt_ids,
+        max_tokens: 300,
+        temperature: 0,
+        ignore_eos: true,
+        stream: true,
+      } as OpenAI.Completions.CompletionCreateParamsStreaming);
+      const it = stream[Symbol.asyncIterator]();
+      let streamed = ((await it.next()).value as OpenAI.Completions.Completion).choices[0]!.text;
+      expect((await post(url, '/v1/unload_lora_adapter', { lora_name: 'zara2' })).status).toBe(200);
+      expect(await text(openai, 'zara2').catch((e) => e)).toBeInstanceOf(OpenAI.NotFoundError);
+      expect(llm.listLoras()).toContain('zara2'); // still running
+      for (let r = await it.next(); !r.done; r = await it.next()) streamed += (r.value as OpenAI.Completions.Completion).choices[0]!.text;
+      expect(streamed.startsWith(once('zara').expected_text)).toBe(true);
+      await waitFor('the engine to forget zara2', () => !llm.listLoras().includes('zara2'));
+      expect(await stateNames()).toEqual([]);
+    });
+
+    it('load_inplace replaces an adapter under the same name (files read again)', async () => {
+      expect((await post(url, '/v1/load_lora_adapter', { lora_name: 'swap', lora_path: adapterDir('zara') })).status).toBe(200);
+      expect((await text(openai, 'swap')).text).toBe(once('zara').expected_text);
+      const a = await post(url, '/v1/load_lora_adapter', { lora_name: 'swap', lora_path: adapterDir('robot'), load_inplace: true });
+      expect([a.status, a.text]).toEqual([200, "Success: LoRA adapter 'swap' added successfully."]);
+      expect((await text(openai, 'swap')).text).toBe(once('robot').expected_text);
+      expect((await post(url, '/v1/unload_lora_adapter', { lora_name: 'swap' })).status).toBe(200);
+      expect(await stateNames()).toEqual([]);
     });
 
     it('checks names and paths: no shadowing the base, no traversal, an adapter folder', async () => {
