@@ -3,9 +3,12 @@
 
 export * from './errors.js';
 export { LLM } from './engine/llm.js';
-export type { LLMOptions, LLMInfo, Prompt } from './engine/llm.js';
+export type { LLMOptions, LLMInfo, Prompt, RequestOptions } from './engine/llm.js';
+export { LoRARequest } from './engine/lora-request.js';
+export type { LoRARequestInit } from './engine/lora-request.js';
+export type { EngineSnapshot } from './engine/engine.js';
 export type { SamplingParams } from './engine/sampling-params.js';
-export type { Chunk, RequestOutput, RequestMetrics, RequestStream } from './engine/request.js';
+export type { Chunk, RequestOutput, RequestMetrics, RequestStream, TopLogprob } from './engine/request.js';
 export type { FinishReason } from './engine/sequence.js';
 export type { ChatMessage } from './tokenizer/chat-template.js';
 export { Tokenizer } from './tokenizer/tokenizer.js';

@@ -77,7 +77,7 @@ async function handle(m: Exclude<ToWorker, { type: 'stop' }>): Promise<void> {
     case 'remove-adapter':
       return removeAdapter(m.name);
     case 'run':
-      // The queue only waits for the start: the run itself goes on while adapters are added.
+      // The queue waits only for the start: the run streams on, and 'stop' never waits in the queue.
       return startRun(m.run, m.prompt, m.params, m.columns);
   }
 }

@@ -36,8 +36,11 @@ export const SERVE_USAGE = `polylora serve <model> [options]          (vLLM's fl
   --max-body-bytes B            largest request body (default 32 MiB; 413 above)
   --revision R                  Hub branch, tag or commit of <model>
 
+  --no-enable-prefix-caching    do not reuse KV blocks of repeated prompt prefixes (on by default, as in vLLM)
+  --no-async-scheduling         read each step back before recording the next (on by default)
+
 vLLM flags without meaning here (--dtype, --gpu-memory-utilization, --tensor-parallel-size, --trust-remote-code,
---enable-prefix-caching, ...) are accepted and ignored with a note.`;
+...) are accepted and ignored with a note.`;
 
 /** vLLM flags accepted for drop-in command lines but without effect here: name -> takes a value. */
 const IGNORED_VLLM_FLAGS: Record<string, boolean> = {
@@ -50,7 +53,6 @@ const IGNORED_VLLM_FLAGS: Record<string, boolean> = {
   'swap-space': true,
   seed: true,
   'trust-remote-code': false,
-  'enable-prefix-caching': false,
   'disable-log-requests': false,
   'disable-log-stats': false,
   'enforce-eager': false,
@@ -122,7 +124,9 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ser
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {};
   for (const f of valueFlags) options[f] = { type: 'string' };
   for (const f of ['lora-modules', 'served-model-name', 'lora-resolver']) options[f] = { type: 'string', multiple: true };
-  for (const f of ['enable-lora', 'allow-runtime-lora-updating']) options[f] = { type: 'boolean' };
+  for (const f of ['enable-lora', 'allow-runtime-lora-updating', 'enable-prefix-caching', 'no-enable-prefix-caching', 'async-scheduling', 'no-async-scheduling']) {
+    options[f] = { type: 'boolean' };
+  }
   for (const [f, takesValue] of Object.entries(IGNORED_VLLM_FLAGS)) options[f] = { type: takesValue ? 'string' : 'boolean' };
   const { values, tokens } = parseArgs({ args: argv, options, allowPositionals: true, strict: true, tokens: true });
   const v = values as Values;
@@ -171,6 +175,8 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv = {}): Ser
       maxNumSeqs: int(v, 'max-num-seqs', 1),
       maxNumBatchedTokens: int(v, 'max-num-batched-tokens', 1),
       kvCacheBytes: int(v, 'kv-cache-memory-bytes', 1),
+      enablePrefixCaching: v['no-enable-prefix-caching'] !== true,
+      asyncScheduling: v['no-async-scheduling'] !== true,
     },
     server: {
       servedModelNames: multi['served-model-name']!.length ? multi['served-model-name'] : undefined,

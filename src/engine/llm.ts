@@ -47,6 +47,11 @@ export interface LLMOptions {
   kvCacheBytes?: number;
   /** Reuse KV blocks of identical prompt prefixes (same adapter) across requests, default true. */
   enablePrefixCaching?: boolean;
+  /**
+   * Record the next decode step while the GPU still runs the current one (token ids fed back on the GPU), hiding
+   * the read-back wait, default true. Off: one step at a time.
+   */
+  asyncScheduling?: boolean;
   /** Tokens per KV block (default 16). */
   blockSize?: number;
   /** Progress of weight upload. */
@@ -186,7 +191,7 @@ export class LLM {
         runner,
         loaded.tokenizer,
         loaded.eosIds,
-        { maxNumSeqs, maxNumBatchedTokens, maxModelLen },
+        { maxNumSeqs, maxNumBatchedTokens, maxModelLen, asyncScheduling: options.asyncScheduling ?? true },
         lora?.pool ?? null,
       );
       const info: LLMInfo = {

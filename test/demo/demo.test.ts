@@ -120,7 +120,8 @@ let url: string;
 let browser: Browser;
 
 beforeAll(async () => {
-  server = await createServer({ configFile: VITE_CONFIG, server: { port: 0 }, logLevel: 'warn' });
+  // No HMR: a source file saved while the tests run must not reload the page under them.
+  server = await createServer({ configFile: VITE_CONFIG, server: { port: 0, hmr: false }, logLevel: 'warn' });
   await server.listen();
   url = server.resolvedUrls!.local[0]!;
   expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
@@ -313,7 +314,8 @@ describe('demo page, tiny model and the three shared adapters from picked folder
     expect(pirate.text).toBe(base.expected_text);
     expect(await page.textContent('[data-column="1"] .detail')).toBe('scale ×0.00');
     expect(views.find((v) => v.title === 'zara')!.text).toBe(cases.get('zara')!.expected_text);
-    await page.keyboard.press('End'); // the slider keeps focus: back to its maximum, 2
+    await slider.focus();
+    await page.keyboard.press('End');
     expect(await page.textContent('li.adapter[data-adapter="pirate"] output')).toBe('×2.00');
     expect(errors).toEqual([]);
   });
@@ -422,6 +424,11 @@ it('the static build (npm run build:demo) serves the same page from plain files'
     try {
       const { page, errors } = await openPage(context, server.resolvedUrls!.local[0]!);
       expect(await page.isHidden('#model-bundled')).toBe(true); // no shared folder outside the dev server
+      // A folder that is not a model: the message names the missing file.
+      await page.setInputFiles('#model-files', join(ADAPTERS_DIR, 'zara'));
+      await page.locator('#model-status.error').waitFor();
+      expect(await page.textContent('#model-status')).toMatch(/^zara\/config\.json: no such file among the picked files/);
+      expect(await page.isDisabled('#run')).toBe(true);
       await page.setInputFiles('#model-files', MODEL_DIR);
       await waitModelLoaded(page);
       await page.setInputFiles('#adapter-files', join(ADAPTERS_DIR, 'zara'));
