@@ -13,6 +13,7 @@ import { LLM } from '../src/engine/llm.js';
 import { gemv, streamingCeiling, type GemvResult } from './gpu-bench.js';
 import { SMOLLM2_135M, syntheticModel } from './synthetic.js';
 import { loraBench } from './lora-bench.js';
+import { servingBench, vsLlamaCpp } from './serving-bench.js';
 
 setPlatform(nodePlatform);
 const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
@@ -77,6 +78,9 @@ async function main() {
     }
     log('multi-LoRA');
     const lora = await loraBench(gpu, 'BF16', quick, log);
+    log('serving');
+    const serving = await servingBench(gpu, 'BF16', quick, log);
+    const llamacpp = await vsLlamaCpp(gpu, quick, log);
     const worstF32 = Math.min(...gemvs.filter((g) => g.dtype === 'F32').map((g) => g.ceiling_ratio));
     const report = {
       device: {
@@ -91,12 +95,18 @@ async function main() {
       gemv: gemvs,
       decode_batch1: decode,
       lora,
+      serving,
+      vs_llamacpp: llamacpp,
       summary: {
         gemv_ceiling_ratio: worstF32,
         decode_roofline_ratio: decode.find((d) => d.dtype === 'BF16')!.roofline_ratio,
         lora_mixed_vs_base: lora.mixed_vs_base,
         lora_vs_naive: lora.batched_vs_naive,
         lora_slot_load_ms: lora.slot_write_ms,
+        batch16_speedup: serving.batch16_speedup,
+        batch64_speedup: serving.batch64_speedup,
+        prefix_cache_ttft_ratio: serving.prefix_cache.ratio,
+        vs_llamacpp_tps_ratio: llamacpp.ratio,
       },
       seconds: +((performance.now() - t0) / 1000).toFixed(1),
     };
