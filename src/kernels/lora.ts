@@ -106,19 +106,21 @@ export async function embedLoraOp(gpu: Gpu, s: EmbedLoraSpec): Promise<Op> {
   // The embedding kernels reduce nothing; compose with the workgroup reduction so no feature is needed.
   const gather = await gpu.pipeline(['lora', 'reduce_workgroup'], 'embed_shrink', constants);
   const expand = await gpu.pipeline(['lora', 'reduce_workgroup'], 'expand_add', constants);
-  const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
-    Kp: 0,
-    R: s.slots.maxRank,
-    G: 1,
-    ldS: s.ldS,
-    rankBase: s.group.rankBase,
-    rankStride: s.slots.rankStride,
-    N: s.group.inPadded,
-    ldy: s.ldx,
-    Rp: s.slots.rankPadded,
-  });
+  // The two kernels read N differently: A's row stride (padded vocabulary) for the gather, hidden for the expand.
+  const params = (label: string, N: number) =>
+    paramsBuffer(gpu.device, label, PARAMS, {
+      Kp: 0,
+      R: s.slots.maxRank,
+      G: 1,
+      ldS: s.ldS,
+      rankBase: s.group.rankBase,
+      rankStride: s.slots.rankStride,
+      N,
+      ldy: s.ldx,
+      Rp: s.slots.rankPadded,
+    });
   const gatherBg = bindGroup(gpu.device, gather, `${s.label}.gather`, {
-    1: params,
+    1: params(`${s.label}.params`, s.group.inPadded),
     2: s.slotOf,
     3: s.mult,
     4: s.slots.ranks,
@@ -126,19 +128,8 @@ export async function embedLoraOp(gpu: Gpu, s: EmbedLoraSpec): Promise<Op> {
     7: s.s,
     8: s.ids,
   });
-  const expandParams = paramsBuffer(gpu.device, `${s.label}.expand.params`, PARAMS, {
-    Kp: 0,
-    R: s.slots.maxRank,
-    G: 1,
-    ldS: s.ldS,
-    rankBase: s.group.rankBase,
-    rankStride: s.slots.rankStride,
-    N: s.hidden,
-    ldy: s.ldx,
-    Rp: s.slots.rankPadded,
-  });
   const expandBg = bindGroup(gpu.device, expand, `${s.label}.expand`, {
-    1: expandParams,
+    1: params(`${s.label}.expand.params`, s.hidden),
     2: s.slotOf,
     4: s.slots.ranks,
     5: s.group.B[0]!,

@@ -3,8 +3,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import type { RequestOutput } from '../engine/request.js';
-import { abortOnDisconnect, checkPrompt, sendJson, type ServingContext } from './context.js';
+import { abortOnDisconnect, allResults, checkPrompt, sendJson, type ServingContext } from './context.js';
 import { chatLogprobs, tokenNamer, usage, type ChoiceRun } from './generation.js';
 import { errorBody, HttpError, toHttpError } from './http-error.js';
 import { parseChatRequest, type ChatRequest } from './protocol.js';
@@ -23,13 +22,7 @@ export async function handleChatCompletions(ctx: ServingContext, body: unknown, 
   const head = { id: `chatcmpl-${randomBytes(16).toString('hex')}`, created: Math.floor(Date.now() / 1000), model: route.model };
 
   if (!r.stream) {
-    let outs: RequestOutput[];
-    try {
-      outs = await Promise.all(runs.map((x) => x.stream.result));
-    } catch (e) {
-      abort();
-      throw e;
-    }
+    const outs = await allResults(runs, abort);
     const choices = runs.map((run, k) => {
       const out = outs[k]!;
       return {

@@ -2,8 +2,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import type { RequestOutput } from '../engine/request.js';
-import { abortOnDisconnect, checkPrompt, sendJson, type ServingContext } from './context.js';
+import { abortOnDisconnect, allResults, checkPrompt, sendJson, type ServingContext } from './context.js';
 import { completionLogprobs, tokenNamer, usage, type ChoiceRun } from './generation.js';
 import { errorBody, HttpError, toHttpError } from './http-error.js';
 import { parseCompletionRequest, type CompletionPrompt } from './protocol.js';
@@ -24,13 +23,7 @@ export async function handleCompletions(ctx: ServingContext, body: unknown, res:
   const head = { id: `cmpl-${randomBytes(16).toString('hex')}`, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: route.model };
 
   if (!r.stream) {
-    let outs: RequestOutput[];
-    try {
-      outs = await Promise.all(runs.map((x) => x.stream.result));
-    } catch (e) {
-      abort();
-      throw e;
-    }
+    const outs = await allResults(runs, abort);
     const choices = runs.map((run, k) => {
       const out = outs[k]!;
       const prefix = echo[run.prompt]!;

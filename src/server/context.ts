@@ -2,6 +2,7 @@
 
 import type { ServerResponse } from 'node:http';
 import type { LLM } from '../engine/llm.js';
+import type { RequestOutput } from '../engine/request.js';
 import type { SamplingParams } from '../engine/sampling-params.js';
 import type { AdapterManager, Route } from './adapters.js';
 import type { ChoiceRun } from './generation.js';
@@ -42,6 +43,16 @@ export function abortOnDisconnect(res: ServerResponse, runs: ChoiceRun[]): () =>
     if (!res.writableFinished) abort();
   });
   return abort;
+}
+
+/** Every run's final output, in run order; if one fails, the others are aborted and the error rethrown. */
+export async function allResults(runs: ChoiceRun[], abort: () => void): Promise<RequestOutput[]> {
+  try {
+    return await Promise.all(runs.map((x) => x.stream.result));
+  } catch (e) {
+    abort();
+    throw e;
+  }
 }
 
 /** Prompt ids checked against the vocabulary and the context: a 400 naming `param` (vLLM's wording for length). */
