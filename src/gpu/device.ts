@@ -236,6 +236,14 @@ export class Gpu {
     return out;
   }
 
+  /**
+   * Lets a pending device loss be recorded: after a failed GPU call the `lost` promise may resolve a moment later.
+   * Resolves at once when the device is fine.
+   */
+  async settleLoss(): Promise<void> {
+    await Promise.race([this.device.lost, new Promise((r) => setTimeout(r, 10))]);
+  }
+
   /** Throws if the device was lost or a GPU error went uncaught (checked before and after each step). */
   check(): void {
     if (this.lostReason) {

@@ -9,6 +9,7 @@
 // s·Bᵀ before the epilogue; steps without adapters skip all of it (StepDims.lora).
 
 import type { Gpu } from '../gpu/device.js';
+import { PolyloraError } from '../errors.js';
 import { pad8 } from '../gpu/tensors.js';
 import type { Op, StepDims } from '../kernels/op.js';
 import { sequence } from '../kernels/op.js';
@@ -333,7 +334,14 @@ export class ModelRunner {
     try {
       if (R === 0) return f.result;
       const size = R * 8 + 2 * top;
-      await f.staging.mapAsync(GPUMapMode.READ, 0, size);
+      try {
+        await f.staging.mapAsync(GPUMapMode.READ, 0, size);
+      } catch (e) {
+        // The device went away (or the buffer became unusable): say so in the engine's terms.
+        await this.gpu.settleLoss();
+        this.gpu.check();
+        throw new PolyloraError('GPU_ERROR', `reading a step's results failed: ${(e as Error).message}`, { cause: e });
+      }
       const mapped = f.staging.getMappedRange(0, size);
       f.result.tokens.set(new Uint32Array(mapped, 0, R));
       f.result.logprobs.set(new Float32Array(mapped, R * 4, R));
