@@ -24,10 +24,9 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { ChatMessage } from '../tokenizer/chat-template.js';
 import { Engine, type EngineSnapshot } from './engine.js';
 import type { SequenceLora } from './sequence.js';
-import { LoRARequest, type LoRARequestInit } from './lora-request.js';
-import { AdapterRegistry } from '../lora/cpu-cache.js';
-import { LoraSlots } from '../lora/gpu-slots.js';
-import { SlotPool, type SlotInfo } from '../lora/slot-pool.js';
+import type { LoRARequest, LoRARequestInit } from './lora-request.js';
+import { LoraManager } from './lora-manager.js';
+import type { SlotInfo } from '../lora/slot-pool.js';
 import type { LoraAdapter } from '../lora/adapter.js';
 import { loadModelFiles, resolveModelFiles } from './load.js';
 import type { RequestOutput } from './request.js';
@@ -79,10 +78,6 @@ export interface RequestOptions {
 
 export type Prompt = string | { prompt: string } | { promptIds: number[] };
 
-/** Two adapter sources are the same when they name the same path / Hub id, or are trees with the same label. */
-function sameSource(a: string | FileTree, b: string | FileTree): boolean {
-  return (typeof a === 'string' ? a : a.label) === (typeof b === 'string' ? b : b.label);
-}
 
 export interface LLMInfo {
   model: string;
@@ -100,11 +95,6 @@ export interface LLMInfo {
   maxLoraRank: number;
 }
 
-interface LoraState {
-  registry: AdapterRegistry;
-  slots: LoraSlots;
-  pool: SlotPool;
-}
 
 export class LLM {
   readonly info: LLMInfo;
@@ -115,14 +105,14 @@ export class LLM {
   private readonly weights: ModelWeights;
   private readonly runner: ModelRunner;
   private readonly kv: KvPool;
-  private readonly lora: LoraState | null;
+  private readonly lora: LoraManager | null;
   private closed = false;
   private streams = 0;
 
   private constructor(
     info: LLMInfo,
     tokenizer: Tokenizer | null,
-    parts: { engine: Engine; gpu: Gpu | null; weights: ModelWeights; runner: ModelRunner; kv: KvPool; lora: LoraState | null },
+    parts: { engine: Engine; gpu: Gpu | null; weights: ModelWeights; runner: ModelRunner; kv: KvPool; lora: LoraManager | null },
   ) {
     this.info = info;
     this.tokenizer = tokenizer;
@@ -159,26 +149,18 @@ export class LLM {
         maxModelLen = kv.capacityTokens;
       }
       const maxNumBatchedTokens = Math.max(options.maxNumBatchedTokens ?? 256, maxNumSeqs);
-      let lora: LoraState | null = null;
-      if (options.enableLora) {
-        const maxLoras = options.maxLoras ?? 4;
-        const maxLoraRank = options.maxLoraRank ?? 16;
-        // Slots in the base model's dtype (as vLLM casts adapters to the model dtype).
-        const slots = new LoraSlots(gpu, c, weights.layers[0]?.qkv.dtype ?? 'F32', {
-          maxLoras,
-          maxRank: maxLoraRank,
-          embeddings: !!options.loraEmbeddings,
-        });
-        const registry = new AdapterRegistry({
-          base: c,
-          baseName: typeof model === 'string' ? model : model.label,
-          maxCpuLoras: options.maxCpuLoras ?? Math.max(maxLoras, 8),
-          maxLoraRank,
-          resolve: (src) => resolveModelFiles(src, options.hub),
-          onWarning: warn,
-        });
-        lora = { registry, slots, pool: new SlotPool(slots) };
-      }
+      const maxLoras = options.maxLoras ?? 4;
+      const lora = options.enableLora
+        ? new LoraManager(gpu, c, weights.layers[0]?.qkv.dtype ?? 'F32', {
+            maxLoras,
+            maxLoraRank: options.maxLoraRank ?? 16,
+            maxCpuLoras: options.maxCpuLoras ?? Math.max(maxLoras, 8),
+            embeddings: !!options.loraEmbeddings,
+            baseName: typeof model === 'string' ? model : model.label,
+            resolve: (src) => resolveModelFiles(src, options.hub),
+            onWarning: warn,
+          })
+        : null;
       const runner = await ModelRunner.create(
         gpu,
         c,
@@ -245,7 +227,7 @@ export class LLM {
     const ids = this.encode(prompt);
     const n = params.n ?? 1;
     if (!options.lora) return this.submitGroup(ids, params, null);
-    const ready = this.tryAdapter(LoRARequest.from(options.lora));
+    const ready = this.tryAdapter(options.lora);
     if (ready) return this.submitGroup(ids, params, ready);
     const id = ++this.streams;
     const streams = Array.from({ length: n }, (_, i) => new RequestStream(`req-lora-${id}${i ? `-${i}` : ''}`));
@@ -287,7 +269,7 @@ export class LLM {
     const settled = await Promise.allSettled(loraReqs.map((r) => (r ? this.prepareLora(r) : null)));
     const failed = settled.find((x) => x.status === 'rejected');
     if (failed) {
-      for (const x of settled) if (x.status === 'fulfilled' && x.value) this.lora!.registry.unpin(x.value.adapter.name);
+      for (const x of settled) if (x.status === 'fulfilled' && x.value) this.lora!.release(x.value);
       throw (failed as PromiseRejectedResult).reason;
     }
     const loras = settled.map((x) => (x as PromiseFulfilledResult<SequenceLora | null>).value);
@@ -304,87 +286,45 @@ export class LLM {
    * Registers and reads an adapter now (instead of on first use) and returns it: name, rank, targets, size,
    * warnings. Later requests for it start synchronously.
    */
-  async loadLora(request: LoRARequest | LoRARequestInit): Promise<LoraAdapter> {
-    const req = LoRARequest.from(request);
-    const { registry } = this.loraState();
-    const isNew = !registry.has(req.name);
-    let adapter: LoraAdapter;
-    try {
-      adapter = await this.adapterFor(req);
-    } catch (e) {
-      // A name registered by this call and never read successfully is forgotten, so a corrected retry works.
-      if (isNew && registry.has(req.name) && registry.pinCount(req.name) === 0 && !registry.isCached(req.name)) registry.unregister(req.name);
-      throw e;
-    }
-    registry.unpin(req.name);
-    return adapter;
+  loadLora(request: LoRARequest | LoRARequestInit): Promise<LoraAdapter> {
+    return this.loraState().load(request);
   }
 
   /** Registers an adapter under its name (vLLM's add_lora); it is read on first use. */
   addLora(request: LoRARequest | LoRARequestInit): void {
-    const { registry } = this.loraState();
-    const req = LoRARequest.from(request);
-    if (registry.has(req.name)) {
-      if (!sameSource(registry.sourceOf(req.name), req.path)) {
-        throw new PolyloraError('INVALID_ARGUMENT', `adapter "${req.name}" is already registered from another source`, {
-          field: 'name',
-          expected: String(registry.sourceOf(req.name)),
-          found: typeof req.path === 'string' ? req.path : req.path.label,
-          hint: 'remove it first (removeLora) or use another name',
-        });
-      }
-      return;
-    }
-    registry.register(req.name, req.path);
+    this.loraState().add(request);
   }
 
   /** Forgets an adapter (vLLM's remove_lora); refused while requests use it. */
   removeLora(name: string): void {
-    const { registry, pool } = this.loraState();
-    registry.unregister(name);
-    pool.evictName(name);
+    this.loraState().remove(name);
   }
 
-  /**
-   * Keeps an adapter parsed in CPU memory and, once loaded, resident in its GPU slot (vLLM's pin_lora): LRU eviction
-   * passes it over until unpinLora.
-   */
-  async pinLora(request: LoRARequest | LoRARequestInit): Promise<void> {
-    const req = LoRARequest.from(request);
-    const adapter = await this.adapterFor(req); // holds one CPU pin until unpinLora
-    try {
-      this.lora!.pool.pin(adapter);
-    } catch (e) {
-      this.lora!.registry.unpin(req.name);
-      throw e;
-    }
+  /** Keeps an adapter parsed and resident in its GPU slot (vLLM's pin_lora) until unpinLora. */
+  pinLora(request: LoRARequest | LoRARequestInit): Promise<void> {
+    return this.loraState().pin(request);
   }
 
   unpinLora(name: string): void {
-    const { registry, pool } = this.loraState();
-    const adapter = registry.tryAcquire(name);
-    if (!adapter) return;
-    registry.unpin(name); // tryAcquire's pin
-    registry.unpin(name); // pinLora's pin
-    pool.unpin(adapter);
+    this.loraState().unpin(name);
   }
 
   /** Registered adapter names (vLLM's list_loras). */
   listLoras(): string[] {
-    return this.lora?.registry.names() ?? [];
+    return this.lora?.names() ?? [];
   }
 
   /** Which adapter is in which GPU slot. */
   loraSlots(): SlotInfo[] {
-    return this.lora?.pool.residency() ?? [];
+    return this.lora?.residency() ?? [];
   }
 
-  /** Slot load counters (loads, evictions, hits, last load time). */
+  /** Slot load counters (loads, evictions, hits, last load time) and CPU-cache counters. */
   get loraStats() {
-    return this.lora ? { slots: this.lora.pool.stats, cpu: this.lora.registry.stats } : null;
+    return this.lora?.stats ?? null;
   }
 
-  private loraState(): LoraState {
+  private loraState(): LoraManager {
     if (!this.lora) {
       throw new PolyloraError('INVALID_ARGUMENT', 'this LLM was loaded without LoRA support', {
         hint: 'load it with { enableLora: true } (serve: --enable-lora)',
@@ -393,44 +333,22 @@ export class LLM {
     return this.lora;
   }
 
-  /** The parsed adapter for a request, registered on first use and pinned in the CPU cache until released. */
-  private async adapterFor(req: LoRARequest): Promise<LoraAdapter> {
-    const { registry, slots } = this.loraState();
-    this.addLora(req);
-    const adapter = await registry.acquire(req.name);
-    try {
-      slots.check(adapter);
-    } catch (e) {
-      registry.unpin(req.name);
-      throw e;
-    }
-    return adapter;
+  private tryAdapter(req: LoRARequest | LoRARequestInit): SequenceLora | null {
+    return this.lora?.tryAcquire(req) ?? null;
   }
 
-  /** The request's adapter, pinned, if it is registered from the same source and parsed in memory now. */
-  private tryAdapter(req: LoRARequest): SequenceLora | null {
-    const reg = this.lora?.registry;
-    if (!reg?.has(req.name) || !sameSource(reg.sourceOf(req.name), req.path)) return null;
-    const adapter = reg.tryAcquire(req.name);
-    return adapter ? { adapter, scale: req.scale } : null;
-  }
-
-  private async prepareLora(r: LoRARequest | LoRARequestInit): Promise<SequenceLora> {
-    const req = LoRARequest.from(r);
-    return { adapter: await this.adapterFor(req), scale: req.scale };
+  private prepareLora(r: LoRARequest | LoRARequestInit): Promise<SequenceLora> {
+    return this.loraState().acquire(r);
   }
 
   /** Queues params.n completions of one prompt; the adapter's CPU pin is dropped when all of them end. */
   private submitGroup(ids: number[], params: SamplingParams, lora: SequenceLora | null, into?: RequestStream[]): RequestStream[] {
     try {
       const streams = this.engine.addGroup(ids, params, lora, into);
-      if (lora) {
-        const done = Promise.allSettled(streams.map((s) => s.result));
-        void done.then(() => this.lora!.registry.unpin(lora.adapter.name));
-      }
+      if (lora) void Promise.allSettled(streams.map((s) => s.result)).then(() => this.lora!.release(lora));
       return streams;
     } catch (e) {
-      if (lora) this.lora!.registry.unpin(lora.adapter.name);
+      if (lora) this.lora!.release(lora);
       throw e;
     }
   }
@@ -458,7 +376,7 @@ export class LLM {
     if (this.closed) return;
     this.closed = true;
     await this.engine.close();
-    this.lora?.slots.destroy();
+    this.lora?.destroy();
     this.runner.destroy();
     this.kv.destroy();
     this.weights.destroy();
