@@ -11,6 +11,7 @@
 //     kept e_i exceeds u · Σ kept e_i.
 //   logprob[s] = log softmax(raw logits)[token]: the model's own log-probability, before penalties, temperature
 //   and truncation; with topN > 0 also the topN most likely tokens (raw; ties: lower index first) and logprobs.
+//   A scoring row (score != NONE, for prompt logprobs) takes token = score instead of choosing one.
 // Penalties change l before everything above (vLLM's order), for the tokens listed in pen[penStart, +penLen) as
 // (id, count | inPrompt << 31): repetition (l > 0 ? l / rep : l · rep, for tokens of the prompt or output), then
 // l -= frequency · count + presence · (count > 0) (count: occurrences in the output). They are applied to the logits
@@ -34,7 +35,7 @@ struct SeqSampling {
   frequency: f32,
   repetition: f32, // 1 = off
   penStart: u32, // first penalty entry
-  _pad0: u32,
+  score: u32, // NONE: sample; else this token is the row's token (prompt logprobs: the next prompt token)
   _pad1: u32,
   _pad2: u32,
   _pad3: u32,
@@ -157,7 +158,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
 
   // 3. The token.
   var tok: u32;
-  if (greedy) {
+  if (sp_.score != 0xffffffffu) {
+    tok = sp_.score;
+  } else if (greedy) {
     // Each thread keeps the first maximum of its elements (from its first element, so a row of -inf still
     // yields an index); a thread with no element holds logit 0 with index 'none' and loses every tie.
     var bestV = logits[row];

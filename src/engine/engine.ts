@@ -44,6 +44,15 @@ export interface EngineSnapshot extends EngineStats {
   preemptions: number; // sequences whose blocks were taken back (recomputed later)
 }
 
+/** The prompt's scores as requests report them (null for the first token), when the request asked for them. */
+function promptScores(seq: Sequence): RequestOutput['promptLogprobs'] {
+  if (seq.sampling.promptLogprobs < 0) return undefined;
+  return Array.from({ length: seq.promptLen }, (_, i) => {
+    const p = seq.promptLogprobs[i];
+    return p ? { logprob: p.logprob, top: p.top } : null;
+  });
+}
+
 interface StepInFlight {
   plan: readonly Scheduled[];
   flight: InFlight;
@@ -269,6 +278,7 @@ export class Engine {
       text: delta,
       logprobs: [seq.logprobs[seq.logprobs.length - 1]!],
       topLogprobs: seq.sampling.logprobs > 0 ? [seq.topLogprobs[seq.topLogprobs.length - 1]!] : undefined,
+      promptLogprobs: seq.numGenerated === 1 ? promptScores(seq) : undefined,
       finishReason: reason,
     });
     if (reason) this.finish(a, reason);
@@ -288,6 +298,7 @@ export class Engine {
       text: a.output.emitted,
       logprobs: [...a.seq.logprobs],
       topLogprobs: a.seq.sampling.logprobs > 0 ? [...a.seq.topLogprobs] : undefined,
+      promptLogprobs: promptScores(a.seq),
       finishReason: reason,
       stopReason: a.stopReason,
       metrics: { arrivalMs: a.arrivalMs, firstTokenMs: a.firstTokenMs, finishedMs: now - a.arrivalMs },

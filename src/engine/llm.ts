@@ -23,6 +23,7 @@ import type { HubOptions } from '../platform/platform.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { ChatMessage } from '../tokenizer/chat-template.js';
 import { Engine, type EngineSnapshot } from './engine.js';
+import { SCORING_ROWS } from './scheduler.js';
 import type { SequenceLora } from './sequence.js';
 import type { LoRARequest, LoRARequestInit } from './lora-request.js';
 import { LoraManager } from './lora-manager.js';
@@ -166,7 +167,8 @@ export class LLM {
         c,
         weights,
         kv,
-        { maxTokens: maxNumBatchedTokens, maxRows: maxNumSeqs, maxSeqs: maxNumSeqs, maxModelLen },
+        // Rows: one sample per sequence, plus rows for scoring prompt tokens (prompt logprobs).
+        { maxTokens: maxNumBatchedTokens, maxRows: maxNumSeqs + SCORING_ROWS, maxSeqs: maxNumSeqs, maxModelLen },
         lora?.slots,
       );
       const engine = new Engine(

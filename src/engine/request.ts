@@ -13,6 +13,8 @@ export interface Chunk {
   logprobs: number[];
   /** With SamplingParams.logprobs = N: for each id in tokenIds, the N most likely tokens at that position. */
   topLogprobs?: TopLogprob[][];
+  /** With SamplingParams.promptLogprobs, on the first chunk: the prompt's scores (as RequestOutput.promptLogprobs). */
+  promptLogprobs?: ({ logprob: number; top: TopLogprob[] } | null)[];
   finishReason: FinishReason | null;
 }
 
@@ -40,6 +42,11 @@ export interface RequestOutput {
   /** The stop string or stop token id that ended generation, when one did. */
   stopReason?: string | number;
   metrics: RequestMetrics;
+  /**
+   * With SamplingParams.promptLogprobs: for each prompt token, its log-probability given the tokens before it and
+   * the top alternatives (null for the first token, which has no context).
+   */
+  promptLogprobs?: ({ logprob: number; top: TopLogprob[] } | null)[];
   /** With SamplingParams.n > 1 (LLM.generate): all n completions of the prompt; this object is outputs[0]. */
   outputs?: RequestOutput[];
 }

@@ -32,6 +32,11 @@ export interface SamplingParams {
   repetitionPenalty?: number;
   /** Completions per prompt (they share the prompt's KV blocks), default 1. */
   n?: number;
+  /**
+   * Also score the prompt: the log-probability of each prompt token given the ones before it, with this many top
+   * alternatives (vLLM's prompt_logprobs; OpenAI's echo + logprobs). Default: off.
+   */
+  promptLogprobs?: number;
 }
 
 export interface ResolvedSampling {
@@ -49,6 +54,7 @@ export interface ResolvedSampling {
   frequencyPenalty: number;
   repetitionPenalty: number;
   n: number;
+  promptLogprobs: number; // -1 = off
 }
 
 /** Most top-N logprobs a request may ask for (OpenAI allows up to 20). */
@@ -81,6 +87,7 @@ export function resolveSampling(p: SamplingParams = {}, where = 'sampling params
   const frequencyPenalty = num('frequencyPenalty', 0, (v) => v >= -2 && v <= 2, 'a number in [-2, 2]');
   const repetitionPenalty = num('repetitionPenalty', 1, (v) => v > 0 && v <= 10, 'a number in (0, 10]');
   const n = num('n', 1, (v) => Number.isInteger(v) && v >= 1 && v <= 64, 'an integer in [1, 64]');
+  const promptLogprobs = num('promptLogprobs', -1, (v) => Number.isInteger(v) && v >= 0 && v <= MAX_TOP_LOGPROBS, `an integer in [0, ${MAX_TOP_LOGPROBS}]`);
   return {
     maxTokens,
     temperature,
@@ -96,5 +103,6 @@ export function resolveSampling(p: SamplingParams = {}, where = 'sampling params
     frequencyPenalty,
     repetitionPenalty,
     n,
+    promptLogprobs,
   };
 }

@@ -33,7 +33,13 @@ export interface Scheduled {
   row: number; // sample row, or -1 when the step ends inside its prompt
   /** n > 1: this entry samples a fork of `forkOf` from the same logits row; it starts running after the step. */
   forkOf?: Sequence;
+  /** Prompt logprobs: rows [scoreRow, scoreRow + scoreCount) score tokens start + 1, start + 2, ... of the prompt. */
+  scoreRow?: number;
+  scoreCount?: number;
 }
+
+/** Sample rows a step keeps for scoring prompt tokens (prompt logprobs), beyond one row per sequence. */
+export const SCORING_ROWS = 64;
 
 export class Scheduler {
   readonly waiting: Sequence[] = [];
@@ -42,6 +48,8 @@ export class Scheduler {
   preemptions = 0;
   /** Fork rows (n > 1) placed in the step being scheduled. */
   private forkRows = 0;
+  /** Prompt-scoring rows still free in the step being scheduled. */
+  private scoreRowsLeft = 0;
   /** Two plans, used in turn: a step may be recorded while the previous one runs (speculate()). */
   private readonly plans: [Scheduled[], Scheduled[]] = [[], []];
   private planIndex = 0;
@@ -94,12 +102,17 @@ export class Scheduler {
     b.reset();
     this.nextPlan();
     this.forkRows = 0;
+    this.scoreRowsLeft = SCORING_ROWS;
     let budget = this.limits.maxNumBatchedTokens;
     // 1. Running sequences: decodes (and unfinished prefills) in admission order.
     let i = 0;
     while (i < this.running.length && budget > 0) {
       const seq = this.running[i]!;
-      const n = Math.min(seq.numPending, budget);
+      const n = this.chunk(seq, budget);
+      if (n === 0) {
+        i++; // no scoring rows left this step: its next prompt chunk waits for the next one
+        continue;
+      }
       if (!this.reserve(seq, n, true)) {
         // Everything admitted after it is preempted already: it waits for blocks too.
         this.preempt(seq);
@@ -120,8 +133,8 @@ export class Scheduler {
         continue;
       }
       this.reuseCachedPrefix(seq);
-      const n = Math.min(seq.numPending, budget);
-      if (!this.reserve(seq, n, false)) {
+      const n = this.chunk(seq, budget);
+      if (n === 0 || !this.reserve(seq, n, false)) {
         this.freeBlocks(seq);
         seq.numComputed = 0;
         this.releaseSlot(seq);
@@ -188,6 +201,19 @@ export class Scheduler {
     return this.plan;
   }
 
+  /**
+   * Tokens of `seq` to run this step: what is pending, within the token budget; a prompt whose logprobs are asked
+   * for also needs a scoring row per prompt token it scores, so its chunk stops where the scoring rows run out.
+   */
+  private chunk(seq: Sequence, budget: number): number {
+    let n = Math.min(seq.numPending, budget);
+    if (seq.sampling.promptLogprobs >= 0) {
+      const scorable = Math.max(0, seq.promptLen - 1 - seq.numComputed); // positions whose next token is a prompt token
+      if (scorable > this.scoreRowsLeft) n = Math.min(n, this.scoreRowsLeft);
+    }
+    return n;
+  }
+
   /** False when the token prev is sampling will end the sequence by length anyway. */
   private continues(seq: Sequence): boolean {
     return seq.numGenerated + 1 < seq.sampling.maxTokens && seq.tokens.length + 1 < this.limits.maxModelLen;
@@ -201,6 +227,7 @@ export class Scheduler {
     for (const s of plan) {
       if (s.seq.removed) continue;
       if (s.forkOf) this.fork(s.forkOf, s.seq);
+      if (s.scoreCount) this.recordPromptLogprobs(s, r);
       s.seq.numComputed += s.count;
       this.registerFullBlocks(s.seq);
       if (s.row < 0) continue;
@@ -213,6 +240,17 @@ export class Scheduler {
       }
     }
     return plan;
+  }
+
+  /** Logprobs of the prompt tokens scored by `s` (positions start+1 ...), kept on the sequence. */
+  private recordPromptLogprobs(s: Scheduled, r: StepResult): void {
+    const n = s.seq.sampling.promptLogprobs;
+    for (let i = 0; i < s.scoreCount!; i++) {
+      const row = s.scoreRow! + i;
+      const top: { id: number; logprob: number }[] = [];
+      for (let k = 0; k < n; k++) top.push({ id: r.topIds[row * MAX_TOPN + k]!, logprob: r.topLogprobs[row * MAX_TOPN + k]! });
+      s.seq.promptLogprobs[s.start + i + 1] = { id: r.tokens[row]!, logprob: r.logprobs[row]!, top };
+    }
   }
 
   /** KV blocks for tokens [0, numComputed + n); may preempt later-admitted sequences when `preempt`. */
@@ -265,7 +303,8 @@ export class Scheduler {
    */
   private reuseCachedPrefix(seq: Sequence): void {
     const cache = this.kv.prefixCache;
-    if (!cache || seq.blocks.length > 0) return;
+    // Prompt logprobs need the logits of every prompt position: such a prompt is computed in full.
+    if (!cache || seq.blocks.length > 0 || seq.sampling.promptLogprobs >= 0) return;
     const B = this.kv.blockSize;
     const reusable = Math.floor((seq.tokens.length - 1) / B);
     let prev = '';
@@ -348,7 +387,16 @@ export class Scheduler {
       b.mult[t] = mult;
     }
     const sampled = start + n === seq.tokens.length;
-    this.plan.push({ seq, start, count: n, row: sampled ? this.sampleRow(seq, b.tokens - 1, slot, mult) : -1 });
+    const entry: Scheduled = { seq, start, count: n, row: sampled ? this.sampleRow(seq, b.tokens - 1, slot, mult) : -1 };
+    if (seq.sampling.promptLogprobs >= 0 && start < seq.promptLen - 1) {
+      // One scoring row per position whose next token is a prompt token: it reports that token's logprob.
+      const count = Math.min(n, seq.promptLen - 1 - start);
+      entry.scoreRow = b.rows;
+      entry.scoreCount = count;
+      for (let i = 0; i < count; i++) this.sampleRow(seq, b.tokens - n + i, slot, mult, 0, seq.tokens[start + i + 1]!);
+      this.scoreRowsLeft -= count;
+    }
+    this.plan.push(entry);
     // n > 1: the forks sample the same logits row, each with its own seed, and start running after the step
     // (after their parent's entry in the plan, so commit() sees the parent's computed tokens first). Forks beyond
     // maxNumSeqs wait as ordinary sequences (their prompt mostly comes from the prefix cache).
@@ -368,7 +416,7 @@ export class Scheduler {
    * A sample row for `seq` reading token row `t`: its sampling parameters and penalty list. `ahead`: tokens it
    * has sampled that are not appended yet (a speculated step), for the seeded random stream's counter.
    */
-  private sampleRow(seq: Sequence, t: number, slot: number, mult: number, ahead = 0): number {
+  private sampleRow(seq: Sequence, t: number, slot: number, mult: number, ahead = 0, score?: number): number {
     const b = this.batch;
     const row = b.rows++;
     b.sampleRows[row] = t;
@@ -376,7 +424,8 @@ export class Scheduler {
     b.rowMult[row] = mult;
     const sp = seq.sampling;
     const penStart = b.penaltyEntries;
-    if (seq.penalties) {
+    // A scoring row's token is given and its logprobs are of the raw logits: penalties would change nothing.
+    if (seq.penalties && score === undefined) {
       for (const [id, v] of seq.penalties) {
         b.penalties[2 * b.penaltyEntries] = id;
         b.penalties[2 * b.penaltyEntries + 1] = v;
@@ -390,12 +439,13 @@ export class Scheduler {
       minP: sp.minP,
       seed: sp.seed,
       counter: seq.numGenerated + ahead,
-      topN: sp.logprobs,
+      topN: score === undefined ? sp.logprobs : Math.max(0, sp.promptLogprobs),
       presence: sp.presencePenalty,
       frequency: sp.frequencyPenalty,
       repetition: sp.repetitionPenalty,
       penStart,
       penLen: b.penaltyEntries - penStart,
+      score,
     });
     return row;
   }

@@ -41,6 +41,8 @@ export class Sequence {
   readonly penalties: Map<number, number> | null;
   /** Top logprobs of each generated position (when asked for). */
   readonly topLogprobs: { id: number; logprob: number }[][] = [];
+  /** Prompt logprobs (when asked for): entry i scores prompt token i given tokens [0, i); entry 0 stays empty. */
+  readonly promptLogprobs: ({ id: number; logprob: number; top: { id: number; logprob: number }[] } | undefined)[] = [];
 
   constructor(id: number, promptIds: readonly number[], sampling: ResolvedSampling, lora: SequenceLora | null = null) {
     this.id = id;

@@ -32,7 +32,12 @@ export interface RowSampling {
   repetition?: number; // default 1 (off)
   penStart?: number; // first entry of the row's penalty list
   penLen?: number; // default 0 (no penalty entries)
+  /** Scoring row: report this token's logprob (and the top-N) instead of sampling; default none. */
+  score?: number;
 }
+
+/** RowSampling.score when the row samples. */
+export const NO_SCORE = 0xffffffff;
 
 /** Writes row `r`'s sampling parameters into `f32`/`u32` views of the parameter buffer's CPU copy. */
 export function writeRowSampling(f32: Float32Array, u32: Uint32Array, r: number, v: RowSampling): void {
@@ -49,6 +54,7 @@ export function writeRowSampling(f32: Float32Array, u32: Uint32Array, r: number,
   f32[o + 9] = v.frequency ?? 0;
   f32[o + 10] = v.repetition ?? 1;
   u32[o + 11] = (v.penStart ?? 0) >>> 0;
+  u32[o + 12] = (v.score ?? NO_SCORE) >>> 0;
 }
 
 export interface SampleSpec {

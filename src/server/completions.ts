@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { abortOnDisconnect, allResults, checkPrompt, sendJson, type ServingContext } from './context.js';
-import { completionLogprobs, tokenNamer, usage, type ChoiceRun } from './generation.js';
+import { completionLogprobs, concatLogprobs, promptCompletionLogprobs, tokenNamer, usage, type ChoiceRun } from './generation.js';
 import { errorBody, HttpError, toHttpError } from './http-error.js';
 import { parseCompletionRequest, type CompletionPrompt } from './protocol.js';
 import { SseWriter } from './sse.js';
@@ -27,10 +27,17 @@ export async function handleCompletions(ctx: ServingContext, body: unknown, res:
     const choices = runs.map((run, k) => {
       const out = outs[k]!;
       const prefix = echo[run.prompt]!;
+      let logprobs = null;
+      if (r.logprobs !== null) {
+        // With echo, the prompt's tokens come first (scored by the engine), then the completion's.
+        const head = r.echo && out.promptLogprobs ? promptCompletionLogprobs(name, prompts[run.prompt]!, out.promptLogprobs) : null;
+        const tail = completionLogprobs(name, out.tokenIds, out.logprobs, out.topLogprobs, head ? head.offset : prefix.length).logprobs;
+        logprobs = head ? concatLogprobs(head.logprobs, tail) : tail;
+      }
       return {
         index: run.index,
         text: prefix + out.text,
-        logprobs: r.logprobs === null ? null : completionLogprobs(name, out.tokenIds, out.logprobs, out.topLogprobs, prefix.length).logprobs,
+        logprobs,
         finish_reason: out.finishReason,
         stop_reason: out.stopReason ?? null,
       };
@@ -49,7 +56,13 @@ export async function handleCompletions(ctx: ServingContext, body: unknown, res:
       if (c.finishReason === 'abort') break; // the client is gone
       generated += c.tokenIds.length;
       let logprobs = null;
-      if (r.logprobs !== null) ({ logprobs, offset } = completionLogprobs(name, c.tokenIds, c.logprobs, c.topLogprobs, offset));
+      if (r.logprobs !== null) {
+        // The first chunk of an echo carries the prompt: its tokens' logprobs lead.
+        const head = prefix && r.echo && c.promptLogprobs ? promptCompletionLogprobs(name, prompts[run.prompt]!, c.promptLogprobs) : null;
+        const tail = completionLogprobs(name, c.tokenIds, c.logprobs, c.topLogprobs, head ? head.offset : offset);
+        logprobs = head ? concatLogprobs(head.logprobs, tail.logprobs) : tail.logprobs;
+        offset = tail.offset;
+      }
       const stopReason = c.finishReason ? ((await run.stream.result).stopReason ?? null) : null;
       sse.send({ ...head, choices: [{ index: run.index, text: prefix + c.text, logprobs, finish_reason: c.finishReason, stop_reason: stopReason }] });
       prefix = '';

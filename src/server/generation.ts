@@ -66,9 +66,10 @@ const tokenTexts = new WeakMap<Tokenizer, Map<number, string>>();
 /** The completions API's logprobs object for some generated tokens. */
 export interface CompletionLogprobs {
   tokens: string[];
-  token_logprobs: number[];
+  /** null for the first prompt token (echo): it has no context. */
+  token_logprobs: (number | null)[];
   /** Per position: the `logprobs` most likely tokens and the sampled one, token string -> logprob. */
-  top_logprobs: Record<string, number>[];
+  top_logprobs: (Record<string, number> | null)[];
   /** Character offset of each token in the choice's text. */
   text_offset: number[];
 }
@@ -97,6 +98,46 @@ export function completionLogprobs(
     offset += s.length;
   });
   return { logprobs: lp, offset };
+}
+
+/**
+ * Completion logprobs of the prompt tokens (echo + logprobs), from RequestOutput.promptLogprobs: the first token has
+ * null entries, as in OpenAI's API.
+ */
+export function promptCompletionLogprobs(
+  name: (id: number) => string,
+  ids: readonly number[],
+  scored: readonly ({ logprob: number; top: TopLogprob[] } | null)[],
+): { logprobs: CompletionLogprobs; offset: number } {
+  const lp: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  let offset = 0;
+  ids.forEach((id, i) => {
+    const s = name(id);
+    const p = scored[i];
+    lp.tokens.push(s);
+    lp.token_logprobs.push(p ? p.logprob : null);
+    if (p) {
+      const alts: Record<string, number> = {};
+      for (const t of p.top) alts[name(t.id)] = t.logprob;
+      alts[s] = p.logprob;
+      lp.top_logprobs.push(alts);
+    } else {
+      lp.top_logprobs.push(null);
+    }
+    lp.text_offset.push(offset);
+    offset += s.length;
+  });
+  return { logprobs: lp, offset };
+}
+
+/** Two completion logprobs objects, one after the other. */
+export function concatLogprobs(a: CompletionLogprobs, b: CompletionLogprobs): CompletionLogprobs {
+  return {
+    tokens: [...a.tokens, ...b.tokens],
+    token_logprobs: [...a.token_logprobs, ...b.token_logprobs],
+    top_logprobs: [...a.top_logprobs, ...b.top_logprobs],
+    text_offset: [...a.text_offset, ...b.text_offset],
+  };
 }
 
 /** One position of the chat API's logprobs. */

@@ -181,7 +181,7 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
 /** POST /v1/completions. `prompt`: a string, strings, token ids, or arrays of token ids. */
 export function parseCompletionRequest(body: unknown): CompletionRequest {
   const b = asBody(body);
-  refuseUnsupported(b, ['suffix', 'logit_bias', 'prompt_logprobs']);
+  refuseUnsupported(b, ['suffix', 'logit_bias']);
   const p = b.prompt;
   let prompts: CompletionPrompt[];
   if (typeof p === 'string') prompts = [{ text: p }];
@@ -193,13 +193,11 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
   }
   const echo = bool(b, 'echo') ?? false;
   const logprobs = int(b, 'logprobs', 0, MAX_LOGPROBS) ?? null;
-  if (echo && logprobs !== null) {
-    throw new HttpError(400, 'field "echo": echo with logprobs needs the prompt tokens\' logprobs, which polylora does not compute', {
-      param: 'echo',
-    });
-  }
+  // vLLM's prompt_logprobs; OpenAI's echo + logprobs scores the prompt too.
+  const promptLogprobs = int(b, 'prompt_logprobs', 0, MAX_LOGPROBS) ?? (echo && logprobs !== null ? logprobs : null);
   const g = parseGeneration(b, 16, ['max_tokens']);
   if (logprobs !== null) g.params.logprobs = logprobs;
+  if (promptLogprobs !== null) g.params.promptLogprobs = promptLogprobs;
   return { ...g, prompts, echo, logprobs };
 }
 

@@ -89,6 +89,40 @@ describe('logprobs', () => {
   });
 });
 
+describe('prompt logprobs', () => {
+  it('score every prompt token against the reference, also for a prompt longer than the scoring rows of a step', async () => {
+    // 100 prompt tokens: more than the 64 scoring rows one step has, so the prompt is scored over several steps.
+    const long = [...c0.prompt_ids, ...c0.expected_ids, ...base[1]!.expected_ids, ...base[2]!.expected_ids].slice(0, 100);
+    for (const prompt of [c0.prompt_ids, long]) {
+      const [out] = await llm.generate({ promptIds: prompt }, { temperature: 0, maxTokens: 2, promptLogprobs: 3 });
+      const pl = out!.promptLogprobs!;
+      expect(pl).toHaveLength(prompt.length);
+      expect(pl[0]).toBeNull();
+      const logits = refLogits(prompt);
+      const V = ref.config.vocabSize;
+      for (let i = 1; i < prompt.length; i++) {
+        const row = logits.subarray((i - 1) * V, i * V);
+        const want = topLogprobs(row, 3);
+        let m = 0;
+        let lse = -Infinity;
+        for (const v of row) m = Math.max(m, Math.abs(v));
+        let mx = -Infinity;
+        for (const v of row) mx = Math.max(mx, v);
+        let z = 0;
+        for (const v of row) z += Math.exp(v - mx);
+        lse = mx + Math.log(z);
+        // Same bound as the generated-token logprobs above: twice the logits' tolerance.
+        const tol = 2 * 2 ** -12 * (m + 1);
+        expect(Math.abs(pl[i]!.logprob - (row[prompt[i]!]! - lse)), `prompt token ${i}`).toBeLessThanOrEqual(tol);
+        expect(pl[i]!.top.map((t) => t.id), `prompt token ${i}: top 3`).toEqual(want.map((w) => w.id));
+      }
+      // Generation after scoring is unchanged.
+      const [plain] = await llm.generate({ promptIds: prompt }, { temperature: 0, maxTokens: 2 });
+      expect(out!.tokenIds).toEqual(plain!.tokenIds);
+    }
+  });
+});
+
 describe('penalties', () => {
   it('greedy with presence/frequency/repetition penalties follows the reference on penalized logits', async () => {
     const p = { presence: 0.4, frequency: 0.3, repetition: 1.3 };

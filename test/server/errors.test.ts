@@ -103,7 +103,7 @@ describe('400', () => {
     ['context too long', { prompt: Array.from({ length: 500 }, () => 80), max_tokens: 100 }, 'max_tokens'],
     ['model not a string', { model: 7 }, 'model'],
     ['suffix (not supported)', { suffix: 'x' }, 'suffix'],
-    ['echo with logprobs', { echo: true, logprobs: 1 }, 'echo'],
+    ['prompt_logprobs', { prompt_logprobs: 21 }, 'prompt_logprobs'],
   ];
   for (const [what, patch, param] of bad) {
     it(`completions: ${what} -> field "${param}"`, async () => {

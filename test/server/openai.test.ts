@@ -160,6 +160,30 @@ describe('completions', () => {
     });
   });
 
+  it('echo with logprobs scores the prompt too: its tokens lead, the first with null, the rest as the engine scores them', async () => {
+    const c = g.cases.find((x) => x.name === 'dog' && x.adapter === 'pirate')!;
+    const body = { model: 'pirate', prompt: c.prompt_text, max_tokens: 6, temperature: 0, echo: true, logprobs: 2 };
+    const res = await openai.completions.create(body);
+    const lp = res.choices[0]!.logprobs!;
+    const n = c.prompt_ids.length;
+    expect(lp.tokens!.length).toBe(n + 6);
+    // The text echoes the prompt as sent; the prompt's token strings are what the model saw (BOS included), and the
+    // completion's tokens join to the rest of the text.
+    expect(res.choices[0]!.text.startsWith(c.prompt_text)).toBe(true);
+    expect(lp.tokens!.slice(n).join('')).toBe(res.choices[0]!.text.slice(c.prompt_text.length));
+    expect([lp.token_logprobs![0], lp.top_logprobs![0]]).toEqual([null, null]);
+    // The engine's own scores of the same prompt with the same adapter.
+    const [ref] = await llm.generate({ promptIds: c.prompt_ids }, { temperature: 0, maxTokens: 6, promptLogprobs: 2 }, { lora: { name: 'pirate', path: adapterDir('pirate') } });
+    expect(lp.token_logprobs!.slice(1, n)).toEqual(ref!.promptLogprobs!.slice(1).map((p) => p!.logprob));
+    expect(lp.token_logprobs!.slice(n)).toEqual(ref!.logprobs);
+    lp.text_offset!.forEach((o, i) => i > 0 && expect(o).toBe(lp.text_offset![i - 1]! + lp.tokens![i - 1]!.length));
+    // Streamed: the first chunk carries the prompt and its scores; the whole stream says the same.
+    const stream = await openai.completions.create({ ...body, stream: true });
+    const tokens: (number | null)[] = [];
+    for await (const chunk of stream) tokens.push(...(chunk.choices[0]?.logprobs?.token_logprobs ?? []));
+    expect(tokens).toEqual(lp.token_logprobs);
+  });
+
   it('ends at a stop string, which never appears in the text, streamed or not', async () => {
     const c = g.cases.find((x) => x.name === 'once-there-was' && x.adapter === 'zara')!;
     const stop = ' loved';
