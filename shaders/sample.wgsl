@@ -19,7 +19,7 @@
 // Thresholds are found exactly by bisection over the bits of order-preserving float keys (32 passes each).
 // Dispatch (S).
 
-const WG: u32 = 256u;
+override WG: u32 = 256u; // threads per row (a power of two)
 
 struct Params { V: u32, ld: u32 } // vocabulary size, row stride of logits (elements)
 struct SeqSampling {
