@@ -16,7 +16,7 @@
 // (id, count | inPrompt << 31): repetition (l > 0 ? l / rep : l · rep, for tokens of the prompt or output), then
 // l -= frequency · count + presence · (count > 0) (count: occurrences in the output). They are applied to the logits
 // in place (this kernel runs last on them).
-// Thresholds are found exactly by bisection over the bits of order-preserving float keys (32 passes each).
+// Thresholds are found exactly over the bits of order-preserving float keys, 4 bits per pass (8 passes each).
 // Dispatch (S).
 
 override WG: u32 = 256u; // threads per row (a power of two)
@@ -55,6 +55,8 @@ const IN_PROMPT: u32 = 0x80000000u;
 
 var<workgroup> redF: array<f32, WG>;
 var<workgroup> redU: array<u32, WG>;
+var<workgroup> digitPart: array<f32, 16u * WG>; // radixSelect: per digit, per thread
+var<workgroup> digitSum: array<f32, 16>;
 var<workgroup> params: SeqSampling;
 var<workgroup> found: u32;
 
@@ -93,17 +95,6 @@ fn maxAll(v: f32, tid: u32) -> f32 {
     workgroupBarrier();
   }
   let r = redF[0];
-  workgroupBarrier();
-  return r;
-}
-fn countAll(v: u32, tid: u32) -> u32 {
-  redU[tid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (tid < s) { redU[tid] += redU[tid + s]; }
-    workgroupBarrier();
-  }
-  let r = redU[0];
   workgroupBarrier();
   return r;
 }
@@ -216,30 +207,15 @@ fn unpenalize(v: f32, e: u32, q: SeqSampling) -> f32 {
 
 // Temperature, top-k, top-p, min-p and the seeded inverse CDF (the contract above); mx = max scaled logit.
 fn sampleRow(row: u32, invT: f32, mx: f32, tid: u32, sp_: SeqSampling) -> u32 {
-  // Top-k: the key of the k-th largest scaled logit, built bit by bit from the top.
+  // Top-k: the key of the k-th largest scaled logit.
   var kKey = 0u;
-  if (sp_.topK > 0u && sp_.topK < p.V) {
-    for (var bit = 31i; bit >= 0i; bit--) {
-      let cand = kKey | (1u << u32(bit));
-      var c = 0u;
-      for (var i = tid; i < p.V; i += WG) { c += select(0u, 1u, key(logits[row + i] * invT) >= cand); }
-      if (countAll(c, tid) >= sp_.topK) { kKey = cand; }
-    }
-  }
+  if (sp_.topK > 0u && sp_.topK < p.V) { kKey = radixSelect(row, invT, mx, 0u, false, f32(sp_.topK), tid); }
   // Mass kept by top-k, then the top-p threshold over e (non-negative, so its bits order like its values).
   var mass = 0.0;
   for (var i = tid; i < p.V; i += WG) { mass += kept(row + i, invT, mx, kKey, 0u); }
   let total = sumAll(mass, tid);
   var pKey = 0u;
-  if (sp_.topP < 1.0) {
-    let need = sp_.topP * total;
-    for (var bit = 30i; bit >= 0i; bit--) {
-      let cand = pKey | (1u << u32(bit));
-      var m = 0.0;
-      for (var i = tid; i < p.V; i += WG) { m += kept(row + i, invT, mx, kKey, cand); }
-      if (sumAll(m, tid) >= need) { pKey = cand; }
-    }
-  }
+  if (sp_.topP < 1.0) { pKey = radixSelect(row, invT, mx, kKey, true, sp_.topP * total, tid); }
   pKey = max(pKey, bitcast<u32>(max(sp_.minP, 0.0)));
 
   // Inverse CDF in index order: each thread owns a contiguous chunk; exclusive scan of chunk sums.
@@ -279,6 +255,52 @@ fn sampleRow(row: u32, invT: f32, mx: f32, tid: u32, sp_: SeqSampling) -> u32 {
     tok = lastKept(row, invT, mx, kKey, pKey);
   }
   return tok;
+}
+
+// The largest u32 T such that the weight of the elements whose value v has bits(v) >= T is at least `need`:
+// by count (mass = false; v = key(l·invT), each element weighs 1) or by mass (v = w = e_i kept by top-k). Built
+// 4 bits at a time from the top (8 passes; each sums the weights of the elements that match the bits chosen so
+// far, per next digit), which equals bisecting bit by bit.
+fn radixSelect(row: u32, invT: f32, mx: f32, kKey: u32, mass: bool, need: f32, tid: u32) -> u32 {
+  var prefix = 0u;
+  var above = 0.0; // weight of the elements above the current prefix's range
+  for (var level = 0u; level < 8u; level++) {
+    let shift = 28u - 4u * level;
+    let high = ~((2u << (shift + 3u)) - 1u); // the bits already chosen (none in the first pass)
+    for (var d = 0u; d < 16u; d++) { digitPart[d * WG + tid] = 0.0; }
+    for (var i = tid; i < p.V; i += WG) {
+      var v: u32;
+      var w = 1.0;
+      if (mass) {
+        w = kept(row + i, invT, mx, kKey, 0u);
+        v = bitcast<u32>(w);
+      } else {
+        v = key(logits[row + i] * invT);
+      }
+      if ((v & high) == (prefix & high)) {
+        let j = ((v >> shift) & 15u) * WG + tid;
+        digitPart[j] += w;
+      }
+    }
+    workgroupBarrier();
+    if (tid < 16u) {
+      var t = 0.0;
+      for (var j = 0u; j < WG; j++) { t += digitPart[tid * WG + j]; }
+      digitSum[tid] = t;
+    }
+    workgroupBarrier();
+    var chosen = 0u;
+    for (var d = 15i; d >= 0i; d--) {
+      if (above + digitSum[u32(d)] >= need) {
+        chosen = u32(d);
+        break;
+      }
+      above += digitSum[u32(d)];
+    }
+    prefix |= chosen << shift;
+    workgroupBarrier();
+  }
+  return prefix;
 }
 
 fn sumExp(row: u32, mx: f32, tid: u32) -> f32 {
