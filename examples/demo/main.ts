@@ -284,7 +284,7 @@ function onMessage(m: FromWorker): void {
       el.modelStatus.textContent =
         p.phase === 'download'
           ? `Downloading ${p.item}: ${formatBytes(p.done)} of ${formatBytes(p.total)}`
-          : `Uploading weights to the GPU: ${p.done} of ${p.total} tensors`;
+          : `Uploading weights to the GPU: ${formatBytes(p.done)} of ${formatBytes(p.total)}`;
       break;
     }
     case 'model-loaded':

@@ -129,7 +129,7 @@ async function loadModel(source: Source, options: EngineOptions): Promise<void> 
         endpoint: options.hubEndpoint || undefined,
         onProgress: (p) => downloads({ phase: 'download', item: p.file, done: p.loaded, total: p.total }),
       },
-      onProgress: (p) => uploads({ phase: 'upload', item: p.tensor, done: p.done, total: p.total }),
+      onProgress: (p) => uploads({ phase: 'upload', item: p.tensor, done: p.loaded, total: p.total }),
       onWarning: (w) => console.warn(`polylora: ${w}`),
     });
     loaded = { llm, options, adapters: new Map() };

@@ -68,6 +68,7 @@ export async function chatCommand(argv: string[]): Promise<void> {
   try {
     llm = await LLM.load(model, {
       hub: { revision: str(v, 'revision'), onProgress: (p) => bar.update(p) },
+      onProgress: (p) => bar.update({ file: 'weights to GPU', loaded: p.loaded, total: p.total }),
       enableLora: true,
       // One sequence at a time: two slots keep the last two adapters resident when switching back and forth.
       maxLoras: 2,

@@ -82,6 +82,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   try {
     llm = await LLM.load(model, {
       hub: { revision: str(values, 'revision'), onProgress: (p) => bar.update(p) },
+      onProgress: (p) => bar.update({ file: 'weights to GPU', loaded: p.loaded, total: p.total }),
       maxModelLen: int(values, 'max-model-len', 2),
       maxNumSeqs: requests ? Math.min(256, Math.max(1, requests.length)) : 1,
       enableLora: adapters.size > 0,

@@ -67,7 +67,11 @@ export async function serveCommand(argv: string[], env: NodeJS.ProcessEnv = proc
   for (const note of o.notes) log(note);
   const bar = progressBar();
   log(`loading ${o.model} ...`);
-  const loading = LLM.load(o.model, { ...o.llm, hub: { ...o.hub, onProgress: (p) => bar.update(p) } });
+  const loading = LLM.load(o.model, {
+    ...o.llm,
+    hub: { ...o.hub, onProgress: (p) => bar.update(p) },
+    onProgress: (p) => bar.update({ file: 'weights to GPU', loaded: p.loaded, total: p.total }),
+  });
   const server = createServer(loading, { ...o.server, resolvers: o.resolvers.map((s) => parseResolverSpec(s, o.hub)), onLog: log });
   const url = await server.listen(o.port, o.host);
   log(`listening on ${url} (503 until the model is loaded)`);

@@ -35,9 +35,9 @@ export interface ModelWeights {
 }
 
 export interface LoadProgress {
-  tensor: string;
-  done: number; // tensors uploaded
-  total: number;
+  tensor: string; // the tensor just uploaded
+  loaded: number; // bytes uploaded so far
+  total: number; // bytes of all tensors
 }
 
 /** Reads the checkpoint tensor by tensor and uploads it; peak CPU memory is about one layer's q+k+v. */
@@ -47,11 +47,17 @@ export async function uploadModelWeights(
   ckpt: Checkpoint,
   onProgress?: (p: LoadProgress) => void,
 ): Promise<ModelWeights> {
-  const total = ckpt.tensors.size;
-  let done = 0;
+  // Aliases (tied weights) are read once.
+  const stored = new Map<string, number>();
+  for (const t of ckpt.tensors.values()) stored.set(`${t.file}@${t.offset}`, t.byteLength);
+  const total = [...stored.values()].reduce((a, b) => a + b, 0);
+  let loaded = 0;
   const matrices: GpuMatrix[] = [];
   const vectors: GpuVector[] = [];
-  const tick = (tensor: string) => onProgress?.({ tensor, done: ++done, total });
+  const tick = (tensor: string) => {
+    loaded += ckpt.tensors.get(tensor)!.byteLength;
+    onProgress?.({ tensor, loaded: Math.min(loaded, total), total });
+  };
 
   const matrix = async (name: string): Promise<GpuMatrix> => {
     const t = ckpt.tensors.get(name)!;
