@@ -367,7 +367,7 @@ describe('demo page, model and adapter by Hub id', () => {
       const first = await openPage(context, url);
       const statuses = await loadByHubId(first.page);
       expect(statuses.some((s) => /^Downloading model\.safetensors: .* of 2\.6 MB$/.test(s))).toBe(true);
-      expect(statuses.some((s) => /^Uploading weights to the GPU: \d+ of \d+ tensors$/.test(s))).toBe(true);
+      expect(statuses.some((s) => /^Uploading weights to the GPU: .* of 2\.6 MB$/.test(s))).toBe(true);
       expect(hub.downloads().length).toBeGreaterThan(0);
 
       await first.page.fill('#adapter-location', 'polylora-test/pirate');
