@@ -21,7 +21,7 @@ override EPILOGUE: u32 = 0u;
 override HAS_BIAS: bool = false;
 override LORA: bool = false;
 override LDTYPE: u32 = 0u; // LoRA B dtype (the slots' dtype)
-override MT: u32 = 1u; // x rows per workgroup; ROWS · MT · (1 + gated) <= 16
+override MT: u32 = 1u; // x rows per workgroup (<= 4); ROWS · MT · (1 + gated) <= MAXACC
 override ROWS: u32 = 4u; // output columns per workgroup
 override WG: u32 = 8u; // lanes per workgroup (one subgroup)
 
@@ -57,7 +57,7 @@ struct Params {
 
 const S_HEADER: u32 = 4u;
 
-const MAXACC: u32 = 16u;
+const MAXACC: u32 = 64u;
 
 // W (or W2) vec4<u32> number i widened to f32: elements [0, 4) in .0, [4, 8) in .1 (16-bit dtypes).
 fn loadW(i: u32, up: bool) -> array<vec4<f32>, 2> {
@@ -121,7 +121,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let KV = p.Kp / (4u * XPV); // W vec4s per row
   let XV = p.Kp / 4u; // x vec4s per row
   var acc: array<f32, MAXACC>; // [matrix][row][m]
-  for (var i = 0u; i < MAXACC; i++) { acc[i] = 0.0; }
+  for (var i = 0u; i < nW * ROWS * MT; i++) { acc[i] = 0.0; }
   for (var k = lane; k < KV; k += WG) {
     var xr: array<array<vec4<f32>, 2>, 4>;
     for (var m = 0u; m < MT; m++) {

@@ -1,9 +1,11 @@
 // RMSNorm: y[r, :] = x[src(r), :] · w / sqrt(mean(x[src(r), :]²) + eps), f32, w in its file dtype.
 // src(r) = r for `main`, rows[r] for `gather` (the final norm reads only the rows that are sampled).
-// x, y: f32 [R, ld] with the first H columns used. One workgroup per row; dispatch (R).
+// x, y: f32 [R, ld] with the first H columns used. One workgroup per row; dispatch (R). The WG lanes split the
+// row and laneSum (from reduce_*.wgsl) adds their partial sums of squares: one subgroup and no barrier where the
+// device has subgroups (lavapipe emulates every load and barrier lane by lane, so fewer of both is what counts).
 
 override WDTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16
-const WG: u32 = 64u;
+override WG: u32 = 64u; // lanes (laneSum's workgroup)
 
 struct Params {
   H: u32, // normalized width (elements)
@@ -16,8 +18,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> w: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> rows: array<u32>;
-
-var<workgroup> red: array<f32, WG>;
 
 fn weight(i: u32) -> f32 {
   if (WDTYPE == 0u) { return bitcast<f32>(w[i]); }
@@ -32,13 +32,7 @@ fn norm(src: u32, dst: u32, tid: u32) {
     let v = x[src * p.ld + i];
     ss += v * v;
   }
-  red[tid] = ss;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (tid < s) { red[tid] += red[tid + s]; }
-    workgroupBarrier();
-  }
-  let inv = inverseSqrt(red[0] / f32(p.H) + p.eps);
+  let inv = inverseSqrt(laneSum(ss, tid) / f32(p.H) + p.eps);
   for (var i = tid; i < p.H; i += WG) {
     y[dst * p.ld + i] = x[src * p.ld + i] * inv * weight(i);
   }

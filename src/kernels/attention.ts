@@ -1,4 +1,4 @@
-// Dispatcher for shaders/attention.wgsl.
+// Dispatcher for shaders/attention.wgsl (+ the laneSum reduction file the device supports).
 //
 // Contract, for token t < T of sequence s = seqOf[t] at position pos = positions[t], query head h,
 // kv head g = h / (nh / nkv), key positions j in [lo, pos] (lo = max(0, pos − window + 1) with a window):
@@ -42,9 +42,23 @@ export interface AttentionSpec {
   o: GPUBuffer;
 }
 
+/** Limits of the shader's per-lane registers (attention.wgsl's MAXQ, MAXH, MAXC). */
+const MAXQ = 64;
+const MAXH = 8;
+const MAXC = 16;
+
 export async function attentionOp(gpu: Gpu, s: AttentionSpec): Promise<Op> {
-  if (s.hd > 256 || s.nh % s.nkv !== 0) throw new Error(`${s.label}: head_dim ${s.hd} > 256 or heads ${s.nh} not a multiple of kv heads ${s.nkv}`);
-  const pipeline = await gpu.pipeline('attention', 'main');
+  const { lanes, shader } = gpu.laneReduce;
+  const chunksPerLane = Math.ceil(Math.ceil(s.hd / 4) / lanes);
+  if (s.nh % s.nkv !== 0 || chunksPerLane > MAXC) {
+    throw new Error(`${s.label}: heads ${s.nh} not a multiple of kv heads ${s.nkv}, or head_dim ${s.hd} > ${MAXC * 4 * lanes}`);
+  }
+  // Query heads per workgroup: the most heads of one kv group (a divisor of the group) that fit the registers, so
+  // each K/V row is read once per group of heads.
+  const group = s.nh / s.nkv;
+  let hpw = 1;
+  for (let d = 1; d <= group; d++) if (group % d === 0 && d <= MAXH && d * chunksPerLane <= MAXQ) hpw = d;
+  const pipeline = await gpu.pipeline(['attention', shader], 'main', { WG: lanes, HPW: hpw, CPL: chunksPerLane });
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
     nh: s.nh,
     nkv: s.nkv,
@@ -72,7 +86,7 @@ export async function attentionOp(gpu: Gpu, s: AttentionSpec): Promise<Op> {
       if (d.tokens === 0) return;
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bg);
-      pass.dispatchWorkgroups(s.nh, d.tokens);
+      pass.dispatchWorkgroups(s.nh / hpw, d.tokens);
     },
   };
 }

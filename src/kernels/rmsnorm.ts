@@ -1,4 +1,4 @@
-// Dispatcher for shaders/rmsnorm.wgsl.
+// Dispatcher for shaders/rmsnorm.wgsl (+ the laneSum reduction file the device supports).
 //
 // Contract: for each row r < R (R = step tokens, or step seqs for 'gather'):
 //   src = r ('rows') or rows[r] ('gather');  inv = 1 / sqrt(Σ_{i<H} x[src, i]² / H + eps)
@@ -30,7 +30,8 @@ export interface RmsNormSpec {
 
 export async function rmsnormOp(gpu: Gpu, s: RmsNormSpec): Promise<Op> {
   const entry = s.rows ? 'gather' : 'main';
-  const pipeline = await gpu.pipeline('rmsnorm', entry, { WDTYPE: WDTYPE[s.w.dtype] });
+  const { lanes, shader } = gpu.laneReduce;
+  const pipeline = await gpu.pipeline(['rmsnorm', shader], entry, { WDTYPE: WDTYPE[s.w.dtype], WG: lanes });
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, { H: s.w.length, ld: s.ld, eps: s.eps });
   const buffers: Record<number, GPUBuffer> = { 1: params, 2: s.x, 3: s.w.buffer, 4: s.y };
   if (s.rows) buffers[5] = s.rows;
