@@ -3,7 +3,8 @@
 //   browser — the test files under BROWSER_TEST_DIRS, in headless Chromium (WebGPU on SwiftShader).
 // Convention: a test file runs in both environments when it lives under one of BROWSER_TEST_DIRS; such a file
 // (and everything it imports) must not import `node:*` modules and must read shared data only through
-// test/helpers/shared.ts. Node-only tests (fs, Hub download, HTTP server, CLI) live anywhere else.
+// test/helpers/shared.ts. Node-only tests (fs, Hub download, HTTP server, CLI) live anywhere else; a file named
+// *.browser.test.ts under those directories runs in Chromium only (what needs a page, e.g. a real file input).
 import { dirname, resolve } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +42,7 @@ export default defineConfig({
         test: {
           name: 'node',
           include: ['test/**/*.test.ts'],
+          exclude: ['test/**/*.browser.test.ts'],
           setupFiles: ['test/setup.node.ts'],
           pool: 'forks',
           provide: { platform: 'node' },

@@ -1,22 +1,13 @@
 // Runs in both test projects: the browser file code (folders at URLs read by Range requests, picked files read by
 // Blob.slice) against real HTTP servers (test/helpers/range-server.ts, one per behaviour) and real File objects.
-// In Chromium a real <input webkitdirectory> is also filled with a shared folder by Playwright.
+// (A real <input webkitdirectory> filled by Playwright: picked-folder.browser.test.ts; the seam's behaviour with no
+// page and no navigator.gpu: test/platform-node/.)
 import { describe, expect, inject, it } from 'vitest';
 import { blobSource, fileListTree, openUrlSource, urlTree } from '../../src/platform/browser-files.js';
-import { sharedPath } from '../helpers/shared.js';
+import { FILE_SIZE, MODEL, NORM_OFFSET, NORM_SHA256, sha256 } from '../helpers/model-bytes.js';
 
 const server = inject('fileServer');
 const platform = inject('platform');
-const MODEL = 'models/tinystories-656k/model.safetensors';
-const FILE_SIZE = 2_626_168;
-// model.norm.weight: 512 bytes at this offset; hash computed with Python's hashlib from the same file.
-const NORM_OFFSET = 8 + 2160 + 2_623_488;
-const NORM_SHA256 = '2d2f0547256f543ff354d42e44f2b36ed0f7c57b5d1d5da779942d69d509e290';
-
-async function sha256(bytes: Uint8Array): Promise<string> {
-  const digest = await crypto.subtle.digest('SHA-256', bytes.slice()); // a copy: digest() wants a plain ArrayBuffer
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
-}
 
 /** URL of `rel` in the shared folder on the test server in `mode`; `tag` keeps this test's request counts apart. */
 const at = (mode: string, tag: string, rel: string) => `${server}/${mode}/${platform}-${tag}/${rel}`;
@@ -99,10 +90,6 @@ describe('urlTree / openUrlSource', () => {
       hint: expect.stringContaining('Access-Control-Allow-Origin'),
     });
   });
-
-  it.runIf(platform === 'node')('refuses a relative folder where there is no page to resolve it against', () => {
-    expect(() => urlTree('models/x')).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', file: 'models/x' }));
-  });
 });
 
 describe('fileListTree / blobSource', () => {
@@ -142,24 +129,5 @@ describe('fileListTree / blobSource', () => {
   it('reads a Blob by slices', async () => {
     const src = blobSource('blob', new Blob([Uint8Array.from([1, 2, 3, 4, 5])]));
     expect([...(await src.read(1, 3))]).toEqual([2, 3, 4]);
-  });
-
-  it.runIf(platform === 'browser')('reads a folder picked in a real <input webkitdirectory>', async () => {
-    const { userEvent } = await import('vitest/browser');
-    const input = document.createElement('input');
-    input.type = 'file';
-    input.webkitdirectory = true;
-    document.body.append(input);
-    try {
-      await userEvent.upload(input, [sharedPath('models/tinystories-656k')]);
-      expect(input.files?.length).toBe(6);
-      const tree = fileListTree(input.files!);
-      expect(tree.label).toBe('tinystories-656k');
-      const src = await tree.open('model.safetensors');
-      expect(src.size).toBe(FILE_SIZE);
-      expect(await sha256(await src.read(NORM_OFFSET, 512))).toBe(NORM_SHA256);
-    } finally {
-      input.remove();
-    }
   });
 });

@@ -1,6 +1,6 @@
 // Runs in both test projects: the browser Platform's decisions that need no server (which locations are local
-// folders, environment variables) and, in Node where navigator.gpu does not exist, its error for a missing WebGPU.
-import { expect, inject, it } from 'vitest';
+// folders, environment variables). Its error for a missing WebGPU: test/platform-node/browser-seam.test.ts.
+import { expect, it } from 'vitest';
 import { browserPlatform } from '../../src/platform/browser.js';
 
 it('treats URLs and ./, ../, / paths as local folders and anything else as a Hub id', async () => {
@@ -13,12 +13,4 @@ it('treats URLs and ./, ../, / paths as local folders and anything else as a Hub
 it('has no environment variables', () => {
   expect(browserPlatform.env('HF_TOKEN')).toBeUndefined();
   expect(browserPlatform.env('PATH')).toBeUndefined();
-});
-
-it.runIf(inject('platform') === 'node')('says how to enable WebGPU when navigator.gpu is missing', async () => {
-  await expect(browserPlatform.gpu()).rejects.toMatchObject({
-    code: 'GPU_UNAVAILABLE',
-    expected: 'navigator.gpu',
-    hint: expect.stringContaining('--enable-unsafe-webgpu'),
-  });
 });
