@@ -256,10 +256,14 @@ describe('load', () => {
     const during = await metrics(url);
     expect(metric(during, 'vllm:num_requests_running')).toBe(4);
     expect(metric(during, 'polylora:kv_cache_blocks_used')).toBeGreaterThan(0);
+    // GPU-slot residency: each adapter sits in a slot (of --max-loras 4) referenced by its one running sequence.
+    expect(metric(during, 'polylora:lora_gpu_slots')).toBe(4);
+    for (const name of ADAPTERS) expect(metric(during, 'polylora:lora_gpu_slot_resident', { lora_name: name, refs: '1' })).toBe(1);
     for (const s of streams) s.controller.abort();
     await waitFor('the aborted requests to end', async () => metric(await metrics(url), 'vllm:num_requests_running') === 0, 5000);
     const after = await metrics(url);
     expect(metric(after, 'polylora:kv_cache_blocks_used')).toBe(0);
+    for (const name of ADAPTERS) expect(metric(after, 'polylora:lora_gpu_slot_resident', { lora_name: name, refs: '0' })).toBe(1);
     expect(aborted(after) - abortedBefore).toBe(4);
     expect(llm.stats.running + llm.stats.waiting).toBe(0);
   });
