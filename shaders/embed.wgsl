@@ -26,10 +26,7 @@ struct Params {
 const NONE: u32 = 0xffffffffu;
 
 fn element(i: u32) -> f32 {
-  if (WDTYPE == 0u) { return bitcast<f32>(E[i]); }
-  let v = E[i / 2u];
-  if (WDTYPE == 1u) { return unpack2x16float(v)[i % 2u]; }
-  return bitcast<f32>(select(v << 16u, v & 0xffff0000u, i % 2u == 1u));
+  return elementOf(E[wordOf(i, WDTYPE)], i, WDTYPE);
 }
 
 @compute @workgroup_size(WG)

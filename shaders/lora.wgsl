@@ -40,10 +40,7 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> s: array<f32>;
 
 fn elem(i: u32) -> f32 {
-  if (WDTYPE == 0u) { return bitcast<f32>(A[i]); }
-  let w = A[i / 2u];
-  if (WDTYPE == 1u) { return unpack2x16float(w)[i % 2u]; }
-  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, i % 2u == 1u));
+  return elementOf(A[wordOf(i, WDTYPE)], i, WDTYPE);
 }
 
 // Shrink, in the matmul's K-split form (loads are what costs on lavapipe): a workgroup computes ROWS consecutive
@@ -52,15 +49,7 @@ fn elem(i: u32) -> f32 {
 const ROWS: u32 = 4u;
 
 fn aChunk(i: u32) -> array<vec4<f32>, 2> {
-  let v = A4[i];
-  if (WDTYPE == 0u) { return array<vec4<f32>, 2>(bitcast<vec4<f32>>(v), vec4<f32>(0.0)); }
-  if (WDTYPE == 1u) {
-    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
-                               vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
-  }
-  let lo = bitcast<vec4<f32>>(v << vec4<u32>(16u));
-  let hi = bitcast<vec4<f32>>(v & vec4<u32>(0xffff0000u));
-  return array<vec4<f32>, 2>(vec4<f32>(lo.x, hi.x, lo.y, hi.y), vec4<f32>(lo.z, hi.z, lo.w, hi.w));
+  return widen8(A4[i], WDTYPE);
 }
 
 @compute @workgroup_size(WG)

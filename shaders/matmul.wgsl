@@ -61,35 +61,18 @@ const MAXACC: u32 = 64u;
 
 // W (or W2) vec4<u32> number i widened to f32: elements [0, 4) in .0, [4, 8) in .1 (16-bit dtypes).
 fn loadW(i: u32, up: bool) -> array<vec4<f32>, 2> {
-  var v: vec4<u32>;
-  if (up) { v = W2[i]; } else { v = W[i]; }
-  if (WDTYPE == 0u) { return array<vec4<f32>, 2>(bitcast<vec4<f32>>(v), vec4<f32>(0.0)); }
-  if (WDTYPE == 1u) {
-    return array<vec4<f32>, 2>(vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
-                               vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)));
-  }
-  let lo = bitcast<vec4<f32>>(v << vec4<u32>(16u));
-  let hi = bitcast<vec4<f32>>(v & vec4<u32>(0xffff0000u));
-  return array<vec4<f32>, 2>(vec4<f32>(lo.x, hi.x, lo.y, hi.y), vec4<f32>(lo.z, hi.z, lo.w, hi.w));
-}
-
-fn unpackHalf(w: u32, odd: bool, dt: u32) -> f32 {
-  if (dt == 1u) { return unpack2x16float(w)[select(0u, 1u, odd)]; }
-  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, odd));
+  if (up) { return widen8(W2[i], WDTYPE); }
+  return widen8(W[i], WDTYPE);
 }
 
 fn loadBias(i: u32) -> f32 {
-  let w = bias[select(i / 2u, i, WDTYPE == 0u)];
-  if (WDTYPE == 0u) { return bitcast<f32>(w); }
-  return unpackHalf(w, i % 2u == 1u, WDTYPE);
+  return elementOf(bias[wordOf(i, WDTYPE)], i, WDTYPE);
 }
 
 fn loadB(i: u32, up: bool) -> f32 {
-  let wi = select(i / 2u, i, LDTYPE == 0u);
-  var w: u32;
-  if (up) { w = B2[wi]; } else { w = B[wi]; }
-  if (LDTYPE == 0u) { return bitcast<f32>(w); }
-  return unpackHalf(w, i % 2u == 1u, LDTYPE);
+  let wi = wordOf(i, LDTYPE);
+  if (up) { return elementOf(B2[wi], i, LDTYPE); }
+  return elementOf(B[wi], i, LDTYPE);
 }
 
 // This lane's share of Σ_j B[slot, n, j] · s[m, g·R + j] for global column n (j = lane, lane + WG, ...).

@@ -20,10 +20,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read> rows: array<u32>;
 
 fn weight(i: u32) -> f32 {
-  if (WDTYPE == 0u) { return bitcast<f32>(w[i]); }
-  let v = w[i / 2u];
-  if (WDTYPE == 1u) { return unpack2x16float(v)[i % 2u]; }
-  return bitcast<f32>(select(v << 16u, v & 0xffff0000u, i % 2u == 1u));
+  return elementOf(w[wordOf(i, WDTYPE)], i, WDTYPE);
 }
 
 fn norm(src: u32, dst: u32, tid: u32) {

@@ -32,19 +32,10 @@ struct Params {
 
 var<workgroup> red: array<f32, WG>;
 
-fn unpackW(w: u32, odd: bool) -> f32 {
-  if (NORM_WDTYPE == 1u) { return unpack2x16float(w)[select(0u, 1u, odd)]; }
-  return bitcast<f32>(select(w << 16u, w & 0xffff0000u, odd));
-}
-
 fn normWeight(isK: bool, i: u32) -> f32 {
-  if (NORM_WDTYPE == 0u) {
-    if (isK) { return bitcast<f32>(knorm[i]); }
-    return bitcast<f32>(qnorm[i]);
-  }
-  var w: u32;
-  if (isK) { w = knorm[i / 2u]; } else { w = qnorm[i / 2u]; }
-  return unpackW(w, i % 2u == 1u);
+  let wi = wordOf(i, NORM_WDTYPE);
+  if (isK) { return elementOf(knorm[wi], i, NORM_WDTYPE); }
+  return elementOf(qnorm[wi], i, NORM_WDTYPE);
 }
 
 @compute @workgroup_size(WG)

@@ -32,7 +32,7 @@ export interface EmbedSpec {
 }
 
 export async function embedOp(gpu: Gpu, s: EmbedSpec): Promise<Op> {
-  const pipeline = await gpu.pipeline('embed', 'main', { WDTYPE: WDTYPE[s.E.dtype] });
+  const pipeline = await gpu.pipeline(['embed', 'dtype'], 'main', { WDTYPE: WDTYPE[s.E.dtype] });
   const bgs = s.E.parts.map((part, i) => {
     const params = paramsBuffer(gpu.device, `${s.label}.params${i}`, PARAMS, {
       H: s.E.cols,

@@ -49,7 +49,7 @@ export interface ShrinkSpec {
 
 export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
   const { lanes, shader } = gpu.laneReduce;
-  const pipeline = await gpu.pipeline(['lora', shader], 'shrink', { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes });
+  const pipeline = await gpu.pipeline(['lora', 'dtype', shader], 'shrink', { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes });
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
     Kp: s.group.inPadded,
     R: s.slots.maxRank,
@@ -104,8 +104,8 @@ export async function embedLoraOp(gpu: Gpu, s: EmbedLoraSpec): Promise<Op> {
   const { lanes } = gpu.laneReduce;
   const constants = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes };
   // The embedding kernels reduce nothing; compose with the workgroup reduction so no feature is needed.
-  const gather = await gpu.pipeline(['lora', 'reduce_workgroup'], 'embed_shrink', constants);
-  const expand = await gpu.pipeline(['lora', 'reduce_workgroup'], 'expand_add', constants);
+  const gather = await gpu.pipeline(['lora', 'dtype', 'reduce_workgroup'], 'embed_shrink', constants);
+  const expand = await gpu.pipeline(['lora', 'dtype', 'reduce_workgroup'], 'expand_add', constants);
   // The two kernels read N differently: A's row stride (padded vocabulary) for the gather, hidden for the expand.
   const params = (label: string, N: number) =>
     paramsBuffer(gpu.device, label, PARAMS, {

@@ -111,7 +111,7 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
   );
   const build = async (mt: number, lora: boolean) => {
     const rowsPerGroup = rowsFor(mt, gated, s.W.dtype);
-    const pipeline = await gpu.pipeline(['matmul', shader], 'main', {
+    const pipeline = await gpu.pipeline(['matmul', 'dtype', shader], 'main', {
       WDTYPE: WDTYPE[s.W.dtype],
       EPILOGUE: EPILOGUE[s.epilogue],
       HAS_BIAS: s.bias ? 1 : 0,

@@ -31,7 +31,7 @@ export interface RmsNormSpec {
 export async function rmsnormOp(gpu: Gpu, s: RmsNormSpec): Promise<Op> {
   const entry = s.rows ? 'gather' : 'main';
   const { lanes, shader } = gpu.laneReduce;
-  const pipeline = await gpu.pipeline(['rmsnorm', shader], entry, { WDTYPE: WDTYPE[s.w.dtype], WG: lanes });
+  const pipeline = await gpu.pipeline(['rmsnorm', 'dtype', shader], entry, { WDTYPE: WDTYPE[s.w.dtype], WG: lanes });
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, { H: s.w.length, ld: s.ld, eps: s.eps });
   const buffers: Record<number, GPUBuffer> = { 1: params, 2: s.x, 3: s.w.buffer, 4: s.y };
   if (s.rows) buffers[5] = s.rows;

@@ -42,7 +42,7 @@ export interface RopeSpec {
 
 export async function ropeOp(gpu: Gpu, s: RopeSpec): Promise<Op> {
   const qkNorm = !!(s.qNorm && s.kNorm);
-  const pipeline = await gpu.pipeline('rope', 'main', {
+  const pipeline = await gpu.pipeline(['rope', 'dtype'], 'main', {
     QK_NORM: qkNorm ? 1 : 0,
     NORM_WDTYPE: qkNorm ? WDTYPE[s.qNorm!.dtype] : 0,
   });
