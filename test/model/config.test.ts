@@ -1,25 +1,14 @@
 // config.json parsing: real configs from the shared data, and the defaults and errors of each architecture.
 import { describe, expect, it } from 'vitest';
-import { PolyloraError } from '../../src/errors.js';
 import { openCheckpoint } from '../../src/io/checkpoint.js';
 import { parseModelConfig } from '../../src/model/config.js';
 import { linearShape, type LinearModule } from '../../src/model/weights-spec.js';
 import { sharedTree } from '../helpers/shared.js';
+import { caught } from '../helpers/errors.js';
 
 async function sharedConfig(dir: string): Promise<ReturnType<typeof parseModelConfig>> {
   const tree = await sharedTree(dir);
   return parseModelConfig(JSON.parse(await tree.text('config.json')), `${dir}/config.json`);
-}
-
-/** The PolyloraError `fn` throws (fails the test when it does not throw one). */
-function caught(fn: () => unknown): PolyloraError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PolyloraError);
-    return e as PolyloraError;
-  }
-  throw new Error('expected a PolyloraError');
 }
 
 const base = { model_type: 'llama', hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 100 };

@@ -1,7 +1,6 @@
 // The expected-weights list and validateWeights against real and in-memory checkpoints (written with the real
 // safetensors writer, opened with the real reader).
 import { describe, expect, it } from 'vitest';
-import { PolyloraError } from '../../src/errors.js';
 import { openCheckpoint, openSafetensors, type SafetensorsCheckpoint } from '../../src/io/checkpoint.js';
 import type { SafetensorsDType } from '../../src/io/safetensors.js';
 import { writeSafetensors } from '../../src/io/safetensors-write.js';
@@ -10,6 +9,7 @@ import { parseModelConfig } from '../../src/model/config.js';
 import type { ModelConfig } from '../../src/model/config-types.js';
 import { expectedTensors, resolveWeightNames, validateWeights } from '../../src/model/weights-spec.js';
 import { sharedTree } from '../helpers/shared.js';
+import { caught } from '../helpers/errors.js';
 
 const BITS: Partial<Record<SafetensorsDType, number>> = { F32: 32, F16: 16, BF16: 16, I32: 32, U8: 8, F8_E4M3: 8 };
 
@@ -37,16 +37,6 @@ function config(json: Record<string, unknown>): ModelConfig {
 
 /** Every tensor the config needs (optional ones left out). */
 const complete = (c: ModelConfig): T[] => expectedTensors(c).filter((t) => !t.optional);
-
-function caught(fn: () => unknown): PolyloraError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(PolyloraError);
-    return e as PolyloraError;
-  }
-  throw new Error('expected a PolyloraError');
-}
 
 describe('expectedTensors', () => {
   it('llama: 9 tensors per layer plus embedding, final norm, lm_head; Linear weights [out, in]', () => {
