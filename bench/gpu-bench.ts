@@ -7,6 +7,9 @@ import type { Gpu } from '../src/gpu/device.js';
 import type { DType } from '../src/io/dtype.js';
 import { DTYPE_BYTES } from '../src/io/dtype.js';
 import { uploadMatrix } from '../src/gpu/tensors.js';
+import type { Paced } from '../src/gpu/pacer.js';
+import { WaitPacer } from '../src/gpu/pacer.js';
+import { getPlatform } from '../src/platform/platform.js';
 import { matmulOp } from '../src/kernels/matmul.js';
 import type { Op } from '../src/kernels/op.js';
 
@@ -15,6 +18,10 @@ const READ_WGSL = readFileSync(new URL('./read.wgsl', import.meta.url), 'utf8');
 /** Wall time of `reps` dispatches of `op` in one submit, best of `trials`, in ms per dispatch. */
 export async function timeOp(gpu: Gpu, encode: (pass: GPUComputePassEncoder) => void, reps: number, trials = 5): Promise<number> {
   let best = Infinity;
+  // Sleep through most of each trial where waiting polls (dawn.node), as the runtime does: the polling thread
+  // would otherwise compete with a CPU driver's workers.
+  const pacer = new WaitPacer(getPlatform().waitPolls);
+  const paced: Paced = { key: 0, work: 0, submittedAt: 0, sleptUntil: 0 };
   for (let t = 0; t < trials + 1; t++) {
     const enc = gpu.device.createCommandEncoder();
     const pass = enc.beginComputePass();
@@ -22,7 +29,10 @@ export async function timeOp(gpu: Gpu, encode: (pass: GPUComputePassEncoder) => 
     pass.end();
     const t0 = performance.now();
     gpu.queue.submit([enc.finish()]);
+    pacer.submitted(paced, 0, 0);
+    await pacer.beforeWait(paced);
     await gpu.queue.onSubmittedWorkDone();
+    pacer.done(paced);
     const ms = (performance.now() - t0) / reps;
     if (t > 0) best = Math.min(best, ms); // the first trial warms up
   }

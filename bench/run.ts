@@ -18,6 +18,10 @@ import { servingBench, vsLlamaCpp } from './serving-bench.js';
 setPlatform(nodePlatform);
 const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
 const quick = process.argv.includes('--quick');
+/** `--only gemv,decode,lora,serving`: run just those sections (for A/B work; the summary then has gaps). */
+const onlyArg = process.argv.indexOf('--only');
+const only = onlyArg > 0 ? new Set(process.argv[onlyArg + 1]!.split(',')) : null;
+const want = (section: string) => !only || only.has(section);
 
 const GEMV_SHAPES: [number, number][] = [
   [576, 1536],
@@ -63,7 +67,7 @@ async function main() {
     const ceiling = await streamingCeiling(gpu);
     log(`ceiling ${ceiling.gbps.toFixed(2)} GB/s`);
     const gemvs: (GemvResult & { ceiling_ratio: number })[] = [];
-    for (const dtype of DTYPES) {
+    for (const dtype of want('gemv') ? DTYPES : []) {
       for (const [N, K] of GEMV_SHAPES) {
         const r = await gemv(gpu, N, K, dtype);
         gemvs.push({ ...r, us: +r.us.toFixed(1), gbps: +r.gbps.toFixed(2), ceiling_ratio: +(r.gbps / ceiling.gbps).toFixed(3) });
@@ -71,17 +75,18 @@ async function main() {
       }
     }
     const decode = [];
-    for (const dtype of ['BF16', 'F32'] as DType[]) {
+    for (const dtype of want('decode') ? (['BF16', 'F32'] as DType[]) : []) {
       log(`decode ${dtype}`);
       decode.push(await decodeBench(gpu, dtype, ceiling.gbps));
       log(`decode ${dtype}: ${decode.at(-1)!.tokens_per_s} tok/s`);
     }
     log('multi-LoRA');
-    const lora = await loraBench(gpu, 'BF16', quick, log);
+    const lora = want('lora') ? await loraBench(gpu, 'BF16', quick, log) : undefined;
     log('serving');
-    const serving = await servingBench(gpu, 'BF16', quick, log);
-    const llamacpp = await vsLlamaCpp(gpu, quick, log);
-    const worstF32 = Math.min(...gemvs.filter((g) => g.dtype === 'F32').map((g) => g.ceiling_ratio));
+    const serving = want('serving') ? await servingBench(gpu, 'BF16', quick, log) : undefined;
+    const llamacpp = want('llamacpp') ? await vsLlamaCpp(gpu, quick, log) : undefined;
+    const f32 = gemvs.filter((g) => g.dtype === 'F32');
+    const worstF32 = f32.length ? Math.min(...f32.map((g) => g.ceiling_ratio)) : undefined;
     const report = {
       device: {
         description: gpu.info.description || `${gpu.info.vendor} ${gpu.info.architecture} ${gpu.info.device}`.trim(),
@@ -99,14 +104,14 @@ async function main() {
       vs_llamacpp: llamacpp,
       summary: {
         gemv_ceiling_ratio: worstF32,
-        decode_roofline_ratio: decode.find((d) => d.dtype === 'BF16')!.roofline_ratio,
-        lora_mixed_vs_base: lora.mixed_vs_base,
-        lora_vs_naive: lora.batched_vs_naive,
-        lora_slot_load_ms: lora.slot_write_ms,
-        batch16_speedup: serving.batch16_speedup,
-        batch64_speedup: serving.batch64_speedup,
-        prefix_cache_ttft_ratio: serving.prefix_cache.ratio,
-        vs_llamacpp_tps_ratio: llamacpp.ratio,
+        decode_roofline_ratio: decode.find((d) => d.dtype === 'BF16')?.roofline_ratio,
+        lora_mixed_vs_base: lora?.mixed_vs_base,
+        lora_vs_naive: lora?.batched_vs_naive,
+        lora_slot_load_ms: lora?.slot_write_ms,
+        batch16_speedup: serving?.batch16_speedup,
+        batch64_speedup: serving?.batch64_speedup,
+        prefix_cache_ttft_ratio: serving?.prefix_cache.ratio,
+        vs_llamacpp_tps_ratio: llamacpp?.ratio,
       },
       seconds: +((performance.now() - t0) / 1000).toFixed(1),
     };

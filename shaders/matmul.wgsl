@@ -10,9 +10,10 @@
 // Design (measured on lavapipe, where each storage load is emulated lane by lane and costs far more than
 // arithmetic; see bench/ and ARCHITECTURE.md): a workgroup owns ROWS consecutive output columns and MT
 // consecutive rows of x; its WG lanes split K, lane l taking W vec4 l, l + WG, ... of each row, so every load is
-// useful and each x vec4 serves ROWS rows, each W vec4 serves MT rows. The LoRA expand is split across lanes the
-// same way (lane l takes rank entries l, l + WG, ...) and folded into the accumulators before the one reduction
-// (laneSum, from reduce_*.wgsl). Dispatch (ceil(N / ROWS), ceil(M / MT)).
+// useful and each x vec4 serves ROWS rows, each W vec4 serves MT rows. The LoRA expand is split across lanes too
+// (lane l takes rank pairs (2l, 2l + 1), (2l + 2WG, ...), ...: one B word per pair for 16-bit slots; the token's
+// slot header and s pairs are read once per x row and member, not per column) and folded into the accumulators
+// before the one reduction (laneSum, from reduce_*.wgsl). Dispatch (ceil(N / ROWS), ceil(M / MT)).
 // The shrink kernel (lora.wgsl) leaves a header in each row of s: [slot, rank of member 0, 1, 2] as u32 bits, then
 // the G·R shrunk values; so this kernel needs no slot or rank buffers (8 storage bindings: WebGPU's default limit).
 
@@ -24,6 +25,8 @@ override LDTYPE: u32 = 0u; // LoRA B dtype (the slots' dtype)
 override MT: u32 = 1u; // x rows per workgroup (<= 4); ROWS · MT · (1 + gated) <= MAXACC
 override ROWS: u32 = 4u; // output columns per workgroup
 override WG: u32 = 8u; // lanes per workgroup (one subgroup)
+override LPAIRS: u32 = 1u; // LoRA rank pairs per lane: ceil(R / (2 · WG))
+override SPAIRS: u32 = 8u; // s pairs a lane keeps in registers (<= SPAIRS_MAX); later pairs are loaded per column
 
 const NONE: u32 = 0xffffffffu;
 
@@ -58,6 +61,7 @@ struct Params {
 const S_HEADER: u32 = 4u;
 
 const MAXACC: u32 = 64u;
+const SPAIRS_MAX: u32 = 8u; // register room for s pairs
 
 // W (or W2) vec4<u32> number i widened to f32: elements [0, 4) in .0, [4, 8) in .1 (16-bit dtypes).
 fn loadW(i: u32, up: bool) -> array<vec4<f32>, 2> {
@@ -69,26 +73,32 @@ fn loadBias(i: u32) -> f32 {
   return elementOf(bias[wordOf(i, WDTYPE)], i, WDTYPE);
 }
 
-fn loadB(i: u32, up: bool) -> f32 {
-  let wi = wordOf(i, LDTYPE);
-  if (up) { return elementOf(B2[wi], i, LDTYPE); }
-  return elementOf(B[wi], i, LDTYPE);
+// Rank entries j and j + 1 of B row b0 (j even; Rp is a multiple of 8, so one word holds both for 16-bit slots).
+fn loadPair(b0: u32, j: u32, up: bool) -> vec2<f32> {
+  let i = b0 + j;
+  if (LDTYPE == 0u) {
+    if (up) { return vec2<f32>(bitcast<f32>(B2[i]), bitcast<f32>(B2[i + 1u])); }
+    return vec2<f32>(bitcast<f32>(B[i]), bitcast<f32>(B[i + 1u]));
+  }
+  var w: u32;
+  if (up) { w = B2[i / 2u]; } else { w = B[i / 2u]; }
+  return vec2<f32>(halfOf(w, false, LDTYPE), halfOf(w, true, LDTYPE));
 }
 
-// This lane's share of Σ_j B[slot, n, j] · s[m, g·R + j] for global column n (j = lane, lane + WG, ...).
-fn loraPart(m: u32, n: u32, up: bool, lane: u32) -> f32 {
-  let h = m * p.ldS;
-  let slot = bitcast<u32>(loraS[h]);
-  if (slot == NONE) { return 0.0; }
+// s[m, g·R + j], s[m, g·R + j + 1] (zero past the member's rank; B is zero there too, but s may hold anything).
+fn loadSPair(s0: u32, j: u32, rank: u32) -> vec2<f32> {
+  var v = vec2<f32>(0.0);
+  if (j < rank) { v.x = loraS[s0 + j]; }
+  if (j + 1u < rank) { v.y = loraS[s0 + j + 1u]; }
+  return v;
+}
+
+// Member of the fused projection that global column n of matrix W (up = W2) belongs to.
+fn memberOf(n: u32, up: bool) -> u32 {
   var g = select(0u, 1u, up);
   if (n >= p.n1) { g = 1u; }
   if (n >= p.n2) { g = 2u; }
-  let rank = bitcast<u32>(loraS[h + 1u + g]);
-  let b0 = (slot * p.bRows + n) * p.Rp;
-  let s0 = h + S_HEADER + g * p.R;
-  var acc = 0.0;
-  for (var j = lane; j < rank; j += WG) { acc += loadB(b0 + j, up) * loraS[s0 + j]; }
-  return acc;
+  return g;
 }
 
 fn silu(v: f32) -> f32 { return v / (1.0 + exp(-v)); }
@@ -124,12 +134,38 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
   }
   if (LORA) {
-    for (var w = 0u; w < nW; w++) {
-      for (var r = 0u; r < ROWS; r++) {
-        for (var m = 0u; m < MT; m++) {
-          if (n0 + r < p.N && m0 + m < M) {
-            acc[(w * ROWS + r) * MT + m] += loraPart(m0 + m, p.nBase + n0 + r, w == 1u, lane);
+    // Lane l takes rank pairs (2l, 2l + 1), (2l + 2WG, ...), ...: one B word per pair for 16-bit slots. The token's
+    // slot is read once per row of x and its s pairs once per member, so a column costs one load per pair.
+    for (var m = 0u; m < MT; m++) {
+      if (m0 + m >= M) { break; }
+      let h = (m0 + m) * p.ldS;
+      let slot = bitcast<u32>(loraS[h]);
+      if (slot == NONE) { continue; }
+      var cg = NONE;
+      var rank = 0u;
+      var s0 = 0u;
+      var sv: array<vec2<f32>, SPAIRS_MAX>;
+      for (var w = 0u; w < nW; w++) {
+        for (var r = 0u; r < ROWS; r++) {
+          if (n0 + r >= p.N) { break; }
+          let n = p.nBase + n0 + r;
+          let g = memberOf(n, w == 1u);
+          if (g != cg) {
+            cg = g;
+            rank = bitcast<u32>(loraS[h + 1u + g]);
+            s0 = h + S_HEADER + g * p.R;
+            for (var t = 0u; t < min(LPAIRS, SPAIRS); t++) { sv[t] = loadSPair(s0, 2u * (lane + t * WG), rank); }
           }
+          let b0 = (slot * p.bRows + n) * p.Rp;
+          var a = 0.0;
+          for (var t = 0u; t < LPAIRS; t++) {
+            let j = 2u * (lane + t * WG);
+            if (j >= rank) { break; }
+            var sp: vec2<f32>;
+            if (t < SPAIRS) { sp = sv[t]; } else { sp = loadSPair(s0, j, rank); }
+            a += dot(loadPair(b0, j, w == 1u), sp);
+          }
+          acc[(w * ROWS + r) * MT + m] += a;
         }
       }
     }

@@ -34,6 +34,8 @@ const PARAMS = {
 } as const;
 
 const EPILOGUE = { store: 0, add: 1, swiglu: 2 } as const;
+/** Register room for s pairs in the shader (SPAIRS_MAX). */
+const S_PAIRS_MAX = 8;
 /** x rows per workgroup by M: 1 for decode of one sequence, 2 for two, 4 beyond. */
 const MT_VARIANTS = [1, 2, 4] as const;
 const mtFor = (M: number) => (M === 1 ? 1 : M === 2 ? 2 : 4);
@@ -41,10 +43,11 @@ const mtFor = (M: number) => (M === 1 ? 1 : M === 2 ? 2 : 4);
  * Output columns per workgroup (ROWS; the shader holds ROWS · MT · (1 + gated) <= 64 accumulators per lane).
  * Measured on lavapipe (SmolLM2 shapes): a 4-row tile of x is worth sharing over 16 weight rows for 16-bit weights
  * (8 for f32, whose x costs half as many loads per weight) — 12-15 % less time than 4 rows at M = 4..64 — while
- * one or two x rows and the two-matrix SwiGLU tile are fastest with 4 and 2 rows.
+ * one or two x rows are fastest with 4. The two-matrix SwiGLU tile takes 2 rows for one or two x rows and 4 for
+ * 4-row tiles (gate_up at M = 16: 28-38 ms against 32-41 with 2 and 34-45 with 8 for ten layers, CPU time).
  */
 function rowsFor(mt: number, gated: boolean, dtype: DType): number {
-  if (gated) return 2;
+  if (gated) return mt < 4 ? 2 : 4;
   if (mt < 4) return 4;
   return dtype === 'F32' ? 8 : 16;
 }
@@ -63,6 +66,11 @@ export interface MatmulLora {
   /** Shrink output s: f32 [rows, ldS], each row a 4-word header then the shrunk values. */
   s: GPUBuffer;
   ldS: number;
+  /**
+   * Rank pairs of s each lane keeps in registers (at most 8, the default); pairs past these are re-read per output
+   * column. Tests lower it to cover that path.
+   */
+  sPairsCached?: number;
 }
 
 export interface MatmulSpec {
@@ -120,6 +128,8 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
       MT: mt,
       ROWS: rowsPerGroup,
       WG: lanes,
+      LPAIRS: Math.max(1, Math.ceil((L?.R ?? 0) / (2 * lanes))),
+      SPAIRS: Math.min(L?.sPairsCached ?? S_PAIRS_MAX, S_PAIRS_MAX),
     });
     const bgs = s.W.parts.map((part, i) =>
       bindGroup(gpu.device, pipeline, `${s.label}.bg${i}`, {

@@ -10,6 +10,9 @@
 
 import type { Gpu } from '../gpu/device.js';
 import { PolyloraError } from '../errors.js';
+import type { Paced } from '../gpu/pacer.js';
+import { WaitPacer } from '../gpu/pacer.js';
+import { getPlatform } from '../platform/platform.js';
 import { pad8 } from '../gpu/tensors.js';
 import type { Op, StepDims } from '../kernels/op.js';
 import { sequence } from '../kernels/op.js';
@@ -30,7 +33,7 @@ import type { StepLimits } from './step-batch.js';
 import { StepBatch } from './step-batch.js';
 
 /** A submitted step: where its results will be read back. */
-export interface InFlight {
+export interface InFlight extends Paced {
   staging: GPUBuffer;
   busy: boolean;
   rows: number;
@@ -62,6 +65,7 @@ export class ModelRunner {
   private readonly topLogprobs: GPUBuffer;
   /** Two read-back slots: a step can be recorded while the previous one runs. */
   private readonly inFlight: InFlight[];
+  private readonly pacer = new WaitPacer(getPlatform().waitPolls);
   private nextFlight = 0;
   private readonly dims: StepDims = { tokens: 0, seqs: 0, lora: false };
 
@@ -89,6 +93,10 @@ export class ModelRunner {
     const maxRows = batch.limits.maxRows;
     this.inFlight = io.staging.map((staging) => ({
       staging,
+      key: 0,
+      work: 0,
+      submittedAt: 0,
+      sleptUntil: 0,
       busy: false,
       rows: 0,
       top: 0,
@@ -322,6 +330,8 @@ export class ModelRunner {
       }
     }
     this.gpu.queue.submit([enc.finish()]);
+    // Steps of one shape take about the same time: the pacer learns it per (tokens, rows, LoRA on/off).
+    this.pacer.submitted(f, (b.tokens * 65536 + R) * 2 + (b.lora ? 1 : 0), b.tokens);
     f.busy = true;
     f.rows = R;
     f.top = top;
@@ -335,7 +345,9 @@ export class ModelRunner {
       if (R === 0) return f.result;
       const size = R * 8 + 2 * top;
       try {
+        await this.pacer.beforeWait(f);
         await f.staging.mapAsync(GPUMapMode.READ, 0, size);
+        this.pacer.done(f);
       } catch (e) {
         // The device went away (or the buffer became unusable): say so in the engine's terms.
         await this.gpu.settleLoss();

@@ -32,6 +32,7 @@ export const browserPlatform: Platform = {
     return gpu;
   },
   noAdapterHint: `the browser has WebGPU but offered no adapter: turn hardware acceleration on and check chrome://gpu; ${UNSAFE_WEBGPU}`,
+  waitPolls: false,
   isLocal: async (location) => LOCAL_LOCATION.test(location),
   openLocal: async (location) => urlTree(location),
   openHub: openHubBrowser,

@@ -22,6 +22,8 @@ export const nodePlatform: Platform = {
     'bookworm: add bookworm-backports to apt sources, then `apt-get install -t bookworm-backports mesa-vulkan-drivers` ' +
     '(Mesa 22.3 from plain bookworm is refused by Dawn); if several drivers are installed, select one with ' +
     'VK_ICD_FILENAMES=/usr/share/vulkan/icd.d/lvp_icd.json',
+  // dawn.node polls while mapAsync / onSubmittedWorkDone is pending; POLYLORA_PACE=0 turns pacing off (for A/B runs).
+  waitPolls: process.env.POLYLORA_PACE !== '0',
   isLocal: (location) => isDirectory(location),
   async openLocal(location) {
     return dirTree(location);

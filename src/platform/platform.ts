@@ -21,6 +21,11 @@ export interface Platform {
    * HF cache (HF_HOME / HF_HUB_CACHE, shared with Python's huggingface_hub); browser: Cache Storage.
    */
   openHub(repo: string, options: HubOptions): Promise<FileTree>;
+  /**
+   * True when awaiting a GPU promise keeps the JS thread busy polling the device (dawn.node), so long waits should
+   * sleep first (src/gpu/pacer.ts); false in browsers, where the GPU process does the waiting.
+   */
+  readonly waitPolls: boolean;
   /** Environment variable (process.env in Node, always undefined in the browser). */
   env(name: string): string | undefined;
 }

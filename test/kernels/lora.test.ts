@@ -249,6 +249,8 @@ interface GroupCase {
   seed: number;
   /** Split W into parts of this many rows (boundaries inside members). */
   partRows?: number;
+  /** MatmulLora.sPairsCached (1: ranks past 2 · lanes take the per-column path). */
+  sPairsCached?: number;
 }
 
 async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
@@ -381,6 +383,7 @@ async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
       Rp: slots.rankPadded,
       s: sBuf,
       ldS,
+      sPairsCached: c.sPairsCached,
     };
     const rows = fromRows ? ('rows' as const) : ('tokens' as const);
     const dims = { tokens, seqs: fromRows ? M : 1, lora: true };
@@ -494,8 +497,9 @@ for (const cfg of CONFIGS) {
         // Split W into parts whose boundaries fall inside members (qkv) or across the vocabulary (lm_head).
         const partRows = kind === 'qkv' && si % 2 === 0 ? 5 : kind === 'lm_head' && si % 2 === 1 ? 7 : undefined;
         const seed = 1000 * (si + 1) + ki;
-        const label = `${kind}${kind === 'qkv' && sc.bias ? ' + bias' : ''}: ${M} ${kind === 'lm_head' ? 'sampled rows' : 'tokens'}${partRows ? `, W in parts of ${partRows} rows` : ''}`;
-        it(label, () => checkGroup(sc, { kind, M, seed, partRows }));
+        const sPairsCached = si % 2 === 1 ? 1 : undefined;
+        const label = `${kind}${kind === 'qkv' && sc.bias ? ' + bias' : ''}: ${M} ${kind === 'lm_head' ? 'sampled rows' : 'tokens'}${partRows ? `, W in parts of ${partRows} rows` : ''}${sPairsCached ? ', 1 s pair in registers' : ''}`;
+        it(label, () => checkGroup(sc, { kind, M, seed, partRows, sPairsCached }));
       });
       const T = MS[(si + 5) % MS.length]!;
       it(`embedding LoRA: ${T} tokens`, () => checkEmbed(sc, T, 7000 + si));

@@ -1,0 +1,95 @@
+// Waiting for the GPU without taking a CPU core from it.
+//
+// dawn.node keeps the JS thread polling the device while a mapAsync / onSubmittedWorkDone promise is pending. On
+// a CPU driver (lavapipe, whose workers use every core) that thread competes with the "GPU": measured on a 2-core
+// VM, a 600 ms SmolLM2-shape step burned 400-500 ms of main-thread CPU and took ~1.5x as long as one waited for by
+// sleeping. So where the platform polls (Platform.waitPolls), the pacer sleeps through most of a step's predicted
+// GPU time before the wait starts, and polls only for the last tenth.
+//
+// Prediction: per step shape (a numeric key), the last accurate duration. A wait that had to poll measures the
+// duration exactly; one that found the work already done only bounds it from above, so the estimate shrinks a
+// little each time that happens and converges to just below the true time. A shape not seen yet (a new prompt
+// length) is predicted from the caller's work figure (tokens) at three quarters of the best time per unit seen so far. Steps on the same queue run in order:
+// a step's GPU time starts when it was submitted or when the previous one finished, whichever is later.
+
+/** Fraction of the predicted time slept before polling. */
+const SLEEP_FRACTION = 0.9;
+/** Below this (ms) a sleep costs more in timer slack than the polling it saves. */
+const MIN_SLEEP_MS = 2;
+/** How much an estimate shrinks when a wait found the work already done. */
+const SHRINK = 0.95;
+/** Estimates kept (distinct step shapes); the map is cleared when it grows past this. */
+const MAX_KEYS = 512;
+/** An unseen shape sleeps this fraction of work × best time per unit of work (steps are rarely that cheap). */
+const UNSEEN_FRACTION = 0.75;
+
+/** Time source and timer (real ones by default; tests drive a virtual clock). */
+export interface PacerClock {
+  now(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+const realClock: PacerClock = {
+  now: () => performance.now(),
+  sleep: (ms) => new Promise<void>((resolve) => setTimeout(resolve, ms)),
+};
+
+/** Per-submission bookkeeping, kept by the caller in its own reusable in-flight record (no allocation per step). */
+export interface Paced {
+  key: number;
+  /** Size of the work (tokens): predicts a shape not seen yet. */
+  work: number;
+  submittedAt: number;
+  /** End of the sleep before the wait, or 0 when the wait did not sleep. */
+  sleptUntil: number;
+}
+
+export class WaitPacer {
+  private readonly estimate = new Map<number, number>();
+  private lastDone = 0;
+  /** Lowest measured ms per unit of work (from waits that polled). */
+  private perUnit = Infinity;
+
+  constructor(
+    readonly enabled: boolean,
+    private readonly clock: PacerClock = realClock,
+  ) {}
+
+  /** Call right after queue.submit. */
+  submitted(p: Paced, key: number, work: number): void {
+    p.key = key;
+    p.work = work;
+    p.submittedAt = this.clock.now();
+    p.sleptUntil = 0;
+  }
+
+  /** Sleeps through most of p's predicted remaining time (no-op where waiting does not poll). */
+  async beforeWait(p: Paced): Promise<void> {
+    if (!this.enabled) return;
+    const est = this.estimate.get(p.key);
+    const ahead = est !== undefined ? SLEEP_FRACTION * est : UNSEEN_FRACTION * p.work * this.perUnit;
+    if (!Number.isFinite(ahead) || ahead < MIN_SLEEP_MS) return; // not finite: nothing measured yet
+    const start = Math.max(p.submittedAt, this.lastDone);
+    const until = start + ahead;
+    const ms = until - this.clock.now();
+    if (ms < MIN_SLEEP_MS) return;
+    await this.clock.sleep(ms);
+    p.sleptUntil = this.clock.now();
+  }
+
+  /** Call when p's wait resolved. */
+  done(p: Paced): void {
+    const now = this.clock.now();
+    const start = Math.max(p.submittedAt, this.lastDone);
+    this.lastDone = now;
+    if (!this.enabled) return;
+    const measured = now - start;
+    const est = this.estimate.get(p.key);
+    // Resolved within a millisecond of waking: the work was (probably) done while asleep, so `measured` is only an
+    // upper bound.
+    const overslept = p.sleptUntil > 0 && now - p.sleptUntil < 1;
+    if (this.estimate.size >= MAX_KEYS && est === undefined) this.estimate.clear();
+    if (!overslept && p.work > 0) this.perUnit = Math.min(this.perUnit, measured / p.work);
+    this.estimate.set(p.key, overslept && est !== undefined ? Math.min(est, measured) * SHRINK : measured);
+  }
+}

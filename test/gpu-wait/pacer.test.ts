@@ -1,0 +1,124 @@
+// WaitPacer on a virtual clock: the GPU "finishes" a step `gpuMs` after it starts (steps run in submission order),
+// a wait that starts before then resolves at that moment, one that starts after resolves at once. The real clock
+// and timers are exercised by every Node GPU test (the runner paces its waits there).
+import { describe, expect, it } from 'vitest';
+import { type Paced, type PacerClock, WaitPacer } from '../../src/gpu/pacer.js';
+
+class VirtualGpu implements PacerClock {
+  t = 1000;
+  private busyUntil = 0;
+  slept = 0;
+  now(): number {
+    return this.t;
+  }
+  async sleep(ms: number): Promise<void> {
+    this.slept += ms;
+    this.t += ms;
+  }
+  /** Submits work of gpuMs; returns when it will be done. */
+  submit(gpuMs: number): number {
+    this.busyUntil = Math.max(this.t, this.busyUntil) + gpuMs;
+    return this.busyUntil;
+  }
+  /** The wait itself (polling): resolves when the work is done. */
+  waitUntil(doneAt: number): void {
+    this.t = Math.max(this.t, doneAt);
+  }
+}
+
+const paced = (): Paced => ({ key: 0, work: 0, submittedAt: 0, sleptUntil: 0 });
+
+/** One submit-wait-collect cycle; returns how long the wait took after the sleep (the polling time). */
+async function step(pacer: WaitPacer, gpu: VirtualGpu, p: Paced, key: number, work: number, gpuMs: number): Promise<number> {
+  const doneAt = gpu.submit(gpuMs);
+  pacer.submitted(p, key, work);
+  await pacer.beforeWait(p);
+  const pollFrom = gpu.t;
+  gpu.waitUntil(doneAt);
+  pacer.done(p);
+  return gpu.t - pollFrom;
+}
+
+describe('WaitPacer', () => {
+  it('does nothing where waiting does not poll', async () => {
+    const gpu = new VirtualGpu();
+    const pacer = new WaitPacer(false, gpu);
+    const p = paced();
+    for (let i = 0; i < 5; i++) await step(pacer, gpu, p, 1, 16, 100);
+    expect(gpu.slept).toBe(0);
+  });
+
+  it('learns a shape from one polled wait, then sleeps through most of it and polls the rest', async () => {
+    const gpu = new VirtualGpu();
+    const pacer = new WaitPacer(true, gpu);
+    const p = paced();
+    expect(await step(pacer, gpu, p, 7, 16, 100)).toBe(100); // unseen, nothing known: polls throughout
+    for (let i = 0; i < 10; i++) {
+      const before = gpu.slept;
+      const poll = await step(pacer, gpu, p, 7, 16, 100);
+      // Never sleeps past the end (no added latency) and polls at most the last tenth plus rounding.
+      expect(gpu.slept - before).toBeLessThanOrEqual(100);
+      expect(poll).toBeLessThanOrEqual(100 * 0.1 + 1e-9);
+    }
+  });
+
+  it('recovers from an estimate that became too long (the step got faster): it shrinks until it polls again', async () => {
+    const gpu = new VirtualGpu();
+    const pacer = new WaitPacer(true, gpu);
+    const p = paced();
+    await step(pacer, gpu, p, 3, 16, 400);
+    let overshoots = 0;
+    let lastPoll = 0;
+    for (let i = 0; i < 20; i++) {
+      const start = gpu.t;
+      lastPoll = await step(pacer, gpu, p, 3, 16, 200);
+      if (gpu.t - start > 200) overshoots++;
+    }
+    // 0.9 · 400 = 360 first; each overshoot shrinks the estimate to 0.95 of the time measured (about 0.86x), so it
+    // drops below 200 within 5 steps.
+    expect(overshoots).toBeGreaterThan(0);
+    expect(overshoots).toBeLessThanOrEqual(5);
+    expect(lastPoll).toBeGreaterThan(0);
+    expect(lastPoll).toBeLessThanOrEqual(200 * 0.1 + 1e-9);
+  });
+
+  it('predicts an unseen shape from the best time per token seen, conservatively', async () => {
+    const gpu = new VirtualGpu();
+    const pacer = new WaitPacer(true, gpu);
+    const p = paced();
+    await step(pacer, gpu, p, 1, 16, 160); // 10 ms per token
+    const before = gpu.slept;
+    const poll = await step(pacer, gpu, p, 2, 64, 640); // unseen key, same cost per token
+    expect(gpu.slept - before).toBeCloseTo(0.75 * 640, 6);
+    expect(poll).toBeCloseTo(0.25 * 640, 6);
+  });
+
+  it('counts a step queued behind another from when the GPU reaches it', async () => {
+    const gpu = new VirtualGpu();
+    const pacer = new WaitPacer(true, gpu);
+    const a = paced();
+    const b = paced();
+    await step(pacer, gpu, a, 5, 1, 50); // learns 50 ms
+    // Two in flight: b is submitted while a runs; a's wait ends at a's completion, b then needs its own 50 ms.
+    const doneA = gpu.submit(50);
+    pacer.submitted(a, 5, 1);
+    const doneB = gpu.submit(50);
+    pacer.submitted(b, 5, 1);
+    await pacer.beforeWait(a);
+    gpu.waitUntil(doneA);
+    pacer.done(a);
+    await pacer.beforeWait(b);
+    expect(gpu.t).toBeLessThanOrEqual(doneB); // b's sleep is measured from a's end, not from b's submission
+    expect(doneB - gpu.t).toBeLessThanOrEqual(50 * 0.1 + 1e-9);
+    gpu.waitUntil(doneB);
+    pacer.done(b);
+  });
+
+  it('sleeps not at all for steps too short to be worth a timer', async () => {
+    const gpu = new VirtualGpu();
+    const pacer = new WaitPacer(true, gpu);
+    const p = paced();
+    for (let i = 0; i < 5; i++) await step(pacer, gpu, p, 9, 1, 1.5);
+    expect(gpu.slept).toBe(0);
+  });
+});
