@@ -26,6 +26,9 @@ class VirtualGpu implements PacerClock {
   }
 }
 
+/** The pacer ends sleeps this early (TIMER_SLACK_MS). */
+const SLACK = 2;
+
 const paced = (): Paced => ({ key: 0, work: 0, submittedAt: 0, sleptUntil: 0 });
 
 /** One submit-wait-collect cycle; returns how long the wait took after the sleep (the polling time). */
@@ -56,9 +59,9 @@ describe('WaitPacer', () => {
     for (let i = 0; i < 10; i++) {
       const before = gpu.slept;
       const poll = await step(pacer, gpu, p, 7, 16, 100);
-      // Never sleeps past the end (no added latency) and polls at most the last tenth plus rounding.
+      // Never sleeps past the end (no added latency) and polls at most the last tenth plus the timer slack.
       expect(gpu.slept - before).toBeLessThanOrEqual(100);
-      expect(poll).toBeLessThanOrEqual(100 * 0.1 + 1e-9);
+      expect(poll).toBeLessThanOrEqual(100 * 0.1 + SLACK + 1e-9);
     }
   });
 
@@ -79,7 +82,19 @@ describe('WaitPacer', () => {
     expect(overshoots).toBeGreaterThan(0);
     expect(overshoots).toBeLessThanOrEqual(5);
     expect(lastPoll).toBeGreaterThan(0);
-    expect(lastPoll).toBeLessThanOrEqual(200 * 0.1 + 1e-9);
+    expect(lastPoll).toBeLessThanOrEqual(200 * 0.1 + SLACK + 1e-9);
+  });
+
+  it('does not let one slow step make the next ones oversleep', async () => {
+    const gpu = new VirtualGpu();
+    const pacer = new WaitPacer(true, gpu);
+    const p = paced();
+    for (let i = 0; i < 3; i++) await step(pacer, gpu, p, 4, 1, 20);
+    await step(pacer, gpu, p, 4, 1, 60); // a hiccup
+    const start = gpu.t;
+    await step(pacer, gpu, p, 4, 1, 20);
+    // The estimate rose to 20 + (60 - 20) / 4 = 30 at most, so the sleep ends by 0.9 · 30 − slack = 25 ms.
+    expect(gpu.t - start).toBeLessThanOrEqual(0.9 * 30 - SLACK + 1e-9);
   });
 
   it('predicts an unseen shape from the best time per token seen, conservatively', async () => {
@@ -89,8 +104,8 @@ describe('WaitPacer', () => {
     await step(pacer, gpu, p, 1, 16, 160); // 10 ms per token
     const before = gpu.slept;
     const poll = await step(pacer, gpu, p, 2, 64, 640); // unseen key, same cost per token
-    expect(gpu.slept - before).toBeCloseTo(0.75 * 640, 6);
-    expect(poll).toBeCloseTo(0.25 * 640, 6);
+    expect(gpu.slept - before).toBeCloseTo(0.75 * 640 - SLACK, 6);
+    expect(poll).toBeCloseTo(0.25 * 640 + SLACK, 6);
   });
 
   it('counts a step queued behind another from when the GPU reaches it', async () => {
@@ -109,7 +124,7 @@ describe('WaitPacer', () => {
     pacer.done(a);
     await pacer.beforeWait(b);
     expect(gpu.t).toBeLessThanOrEqual(doneB); // b's sleep is measured from a's end, not from b's submission
-    expect(doneB - gpu.t).toBeLessThanOrEqual(50 * 0.1 + 1e-9);
+    expect(doneB - gpu.t).toBeLessThanOrEqual(50 * 0.1 + SLACK + 1e-9);
     gpu.waitUntil(doneB);
     pacer.done(b);
   });
@@ -118,7 +133,7 @@ describe('WaitPacer', () => {
     const gpu = new VirtualGpu();
     const pacer = new WaitPacer(true, gpu);
     const p = paced();
-    for (let i = 0; i < 5; i++) await step(pacer, gpu, p, 9, 1, 1.5);
+    for (let i = 0; i < 5; i++) await step(pacer, gpu, p, 9, 1, 9); // 0.9 · 9 − slack < 8 ms
     expect(gpu.slept).toBe(0);
   });
 });
