@@ -9,9 +9,10 @@
 // Prediction: per step shape (a numeric key), from accurate durations. A wait that had to poll measures the
 // duration exactly (a shorter one replaces the estimate, a longer one moves it up a quarter of the way); one that
 // found the work already done only bounds it from above, so the estimate shrinks a little each time that happens
-// and converges to just below the true time. A shape not seen yet (a new prompt
-// length) is predicted from the caller's work figure (tokens) at three quarters of the best time per unit seen so far. Steps on the same queue run in order:
-// a step's GPU time starts when it was submitted or when the previous one finished, whichever is later.
+// and converges to just below the true time. A shape not seen yet (a new prompt length) is predicted from the
+// caller's work figure (tokens) at three quarters of the best time per unit seen so far. Steps on the same queue
+// run in order: a step's GPU time starts when it was submitted or when the previous one finished, whichever is
+// later.
 
 /** Fraction of the predicted time slept before polling. */
 const SLEEP_FRACTION = 0.9;
@@ -76,10 +77,8 @@ export class WaitPacer {
     if (!this.enabled) return;
     const est = this.estimate.get(p.key);
     const ahead = est !== undefined ? SLEEP_FRACTION * est : UNSEEN_FRACTION * p.work * this.perUnit;
-    if (!Number.isFinite(ahead) || ahead < MIN_SLEEP_MS) return; // not finite: nothing measured yet
-    const start = Math.max(p.submittedAt, this.lastDone);
-    const until = start + ahead;
-    const ms = until - this.clock.now() - TIMER_SLACK_MS;
+    if (!Number.isFinite(ahead)) return; // nothing measured yet
+    const ms = Math.max(p.submittedAt, this.lastDone) + ahead - this.clock.now() - TIMER_SLACK_MS;
     if (ms < MIN_SLEEP_MS) return;
     await this.clock.sleep(ms);
     p.sleptUntil = this.clock.now();
