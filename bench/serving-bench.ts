@@ -58,11 +58,15 @@ export async function servingBench(gpu: Gpu, dtype: DType, quick: boolean, log: 
   try {
     const tokens = quick ? 6 : 12;
     await decodeTps(llm, 1, 3); // warm-up
+    // Rounds alternate over the concurrency levels and each keeps its best, so a noisy moment on a shared machine
+    // hits every level alike instead of skewing the ratios between them.
     const decode: Record<string, { tokens_per_s: number; ms_per_step: number }> = {};
-    for (const n of quick ? [1, 4, 16] : [1, 4, 16, 64]) {
-      const r = await decodeTps(llm, n, tokens);
-      decode[n] = { tokens_per_s: +r.tps.toFixed(1), ms_per_step: +r.msPerStep.toFixed(1) };
-      log(`serving: decode x${n}: ${r.tps.toFixed(1)} tok/s (${r.msPerStep.toFixed(1)} ms/step)`);
+    for (let round = 0; round < (quick ? 1 : 3); round++) {
+      for (const n of quick ? [1, 4, 16] : [1, 4, 16, 64]) {
+        const r = await decodeTps(llm, n, tokens);
+        if (r.tps > (decode[n]?.tokens_per_s ?? 0)) decode[n] = { tokens_per_s: +r.tps.toFixed(1), ms_per_step: +r.msPerStep.toFixed(1) };
+        log(`serving: decode x${n} (round ${round + 1}): ${r.tps.toFixed(1)} tok/s (${r.msPerStep.toFixed(1)} ms/step)`);
+      }
     }
     const prefill: Record<string, { ttft_ms: number; tokens_per_s: number }> = {};
     for (const len of quick ? [128, 512] : [128, 512, 2048]) {

@@ -5,23 +5,26 @@
 //   lo = 0, or pos − window + 1 with a sliding window;
 // k[s, j] lives at slot blockTable[s, j / B]·B + j % B of kcache/vcache (f32 [slots, nkv, hd]).
 //
-// Design (lavapipe emulates every buffer load lane by lane, so the cost is the number of loads): a workgroup
-// handles one token and a chunk of HPW query heads that share one kv head, so each key and value row is loaded
-// once for all of them. The WG lanes split the head dims (lane l owns 4-dim chunks l, l + WG, ...): every load is
-// useful, each score is one laneSum. Keys are visited in tiles of TILE: pass 1 computes the tile's scores (kept in
-// workgroup memory) and their maximum, the running output and normalizer are rescaled once per tile, pass 2 adds
-// the weighted values. So each weight goes through one exp per tile it survives, as in any tiled online softmax.
+// Design (lavapipe emulates every buffer load lane by lane, including workgroup memory, so the cost is the
+// number of loads): a workgroup handles QT consecutive tokens and a chunk of HPW query heads that share one kv
+// head, so each key and value row is loaded once for all QT·HPW queries. When the QT tokens belong to different
+// sequences the workgroup takes them one at a time. The WG lanes split the head dims (lane l owns 4-dim chunks
+// l, l + WG, ...): every load is useful, each score is one laneSum. Keys are visited once, in order, with an
+// online softmax kept in registers: the running output and normalizer are rescaled only when a score raises
+// the running maximum, so no score goes through memory.
 //
-// Dispatch (nh / HPW, T); needs HPW · CPL <= MAXQ and HPW <= MAXH (the dispatcher picks HPW).
+// Dispatch (nh / HPW, ceil(tokens / QT)); needs QT · HPW · CPL <= MAXQ and QT · HPW <= MAXH (the dispatcher
+// picks HPW and QT; QT = 1 for steps without prefill).
 
 override WG: u32 = 8u; // lanes (laneSum's workgroup: one subgroup, or a workgroup-memory tree)
 override HPW: u32 = 1u; // query heads per workgroup, consecutive, all of one kv head
 override CPL: u32 = 1u; // 4-dim chunks of a head per lane: ceil(ceil(hd / 4) / WG)
-const MAXQ: u32 = 64u; // HPW · CPL: registers per lane for q and for the output
-const MAXH: u32 = 8u;
+override QT: u32 = 1u; // tokens per workgroup
+const MAXQ: u32 = 64u; // QT · HPW · CPL: registers per lane for q and for the output
+const MAXH: u32 = 16u; // QT · HPW
 const MAXC: u32 = 16u; // CPL
-const TILE: u32 = 64u; // keys per rescaling step
 
+struct Dims { tokens: u32, rows: u32 }
 struct Params {
   nh: u32, // query heads
   nkv: u32, // key/value heads
@@ -34,6 +37,7 @@ struct Params {
   scale: f32, // 1 / sqrt(hd)
 }
 
+@group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
 @group(0) @binding(3) var<storage, read> seqOf: array<u32>;
@@ -42,8 +46,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read> kcache: array<f32>;
 @group(0) @binding(7) var<storage, read> vcache: array<f32>;
 @group(0) @binding(8) var<storage, read_write> o: array<f32>;
-
-var<workgroup> scores: array<f32, TILE * MAXH>; // [head][key of the tile]
 
 // Dims 4c .. 4c + 3 of the K (or V) row starting at element `row`; dims >= hd read as 0. (Measured on lavapipe:
 // this shape beat a branch-free form and one that drops the element-wise path when hd % 4 == 0.)
@@ -64,86 +66,102 @@ fn chunk(isV: bool, row: u32, c: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-  let t = wg.y;
+  let tile0 = wg.y * QT;
+  let nq = min(QT, dims.tokens - tile0);
   let h0 = wg.x * HPW;
-  let pos = positions[t];
-  var lo = 0u;
-  if (p.window > 0u && pos + 1u > p.window) { lo = pos + 1u - p.window; }
   let g = h0 / (p.nh / p.nkv);
-  // This lane's chunks of q (times scale) and of the unnormalized output, per head; running max and normalizer.
-  var qv: array<vec4<f32>, MAXQ>;
-  var acc: array<vec4<f32>, MAXQ>;
-  var m: array<f32, MAXH>;
-  var l: array<f32, MAXH>;
-  for (var h = 0u; h < HPW; h++) {
-    m[h] = -3.4e38;
-    l[h] = 0.0;
-    for (var i = 0u; i < CPL; i++) {
-      var v = vec4<f32>(0.0);
-      for (var e = 0u; e < 4u; e++) {
-        let d = (lane + i * WG) * 4u + e;
-        if (d < p.hd) { v[e] = q[t * p.ldq + (h0 + h) * p.hd + d] * p.scale; }
-      }
-      qv[h * CPL + i] = v;
-      acc[h * CPL + i] = vec4<f32>(0.0);
-    }
+  // The tile shares key loads when all its tokens belong to one sequence (the runner lays a sequence's tokens
+  // out consecutively); otherwise its tokens are taken one per pass.
+  let seq = seqOf[tile0];
+  var same = true;
+  for (var i = 1u; i < QT; i++) {
+    if (i < nq && seqOf[tile0 + i] != seq) { same = false; }
   }
-  // Key j's slot, followed incrementally: block-table entry `blk`, offset `off` in that block, entry value `cur`.
-  let B = p.blockSize;
-  var blk = seqOf[t] * p.maxBlocks + lo / B;
-  var off = lo % B;
-  var cur = blockTables[blk];
-  for (var base = lo; base <= pos; base += TILE) {
-    let n = min(TILE, pos + 1u - base);
-    let blk0 = blk;
-    let off0 = off;
-    let cur0 = cur;
-    var tmax: array<f32, MAXH>;
-    for (var h = 0u; h < HPW; h++) { tmax[h] = m[h]; }
-    for (var kk = 0u; kk < n; kk++) {
+  let passes = select(nq, 1u, same);
+  let per = select(1u, nq, same);
+  for (var ps = 0u; ps < passes; ps++) {
+    let t0 = tile0 + ps;
+    let s = seqOf[t0];
+    // Per query i < per (and head h): its key range, q chunks (times scale), unnormalized output, running max
+    // and normalizer; index qh = i · HPW + h. Keys [kLo, kHi] cover every query's range.
+    var pos: array<u32, MAXH>;
+    var lo: array<u32, MAXH>;
+    var kLo = 0xffffffffu;
+    var kHi = 0u;
+    var qv: array<vec4<f32>, MAXQ>;
+    var acc: array<vec4<f32>, MAXQ>;
+    var m: array<f32, MAXH>;
+    var l: array<f32, MAXH>;
+    for (var i = 0u; i < QT; i++) {
+      if (i < per) {
+        pos[i] = positions[t0 + i];
+        lo[i] = 0u;
+        if (p.window > 0u && pos[i] + 1u > p.window) { lo[i] = pos[i] + 1u - p.window; }
+        kLo = min(kLo, lo[i]);
+        kHi = max(kHi, pos[i]);
+      }
+      for (var h = 0u; h < HPW; h++) {
+        let qh = i * HPW + h;
+        m[qh] = -3.4e38;
+        l[qh] = 0.0;
+        for (var c = 0u; c < CPL; c++) {
+          var v = vec4<f32>(0.0);
+          if (i < per) {
+            for (var e = 0u; e < 4u; e++) {
+              let d = (lane + c * WG) * 4u + e;
+              if (d < p.hd) { v[e] = q[(t0 + i) * p.ldq + (h0 + h) * p.hd + d] * p.scale; }
+            }
+          }
+          qv[qh * CPL + c] = v;
+          acc[qh * CPL + c] = vec4<f32>(0.0);
+        }
+      }
+    }
+    // Key j's slot, followed incrementally: block-table entry `blk`, offset `off` in that block, entry `cur`.
+    let B = p.blockSize;
+    var blk = s * p.maxBlocks + kLo / B;
+    var off = kLo % B;
+    var cur = blockTables[blk];
+    for (var j = kLo; j <= kHi; j++) {
       let row = ((cur * B + off) * p.nkv + g) * p.hd;
       off += 1u;
       if (off == B) { off = 0u; blk += 1u; cur = blockTables[blk]; }
       var kc: array<vec4<f32>, MAXC>;
-      for (var i = 0u; i < CPL; i++) { kc[i] = chunk(false, row, lane + i * WG); }
-      for (var h = 0u; h < HPW; h++) {
-        var sum = 0.0;
-        for (var i = 0u; i < CPL; i++) { sum += dot(qv[h * CPL + i], kc[i]); }
-        let sc = laneSum(sum, lane);
-        if (lane == 0u) { scores[h * TILE + kk] = sc; }
-        tmax[h] = max(tmax[h], sc);
-      }
-    }
-    workgroupBarrier();
-    for (var h = 0u; h < HPW; h++) {
-      let corr = exp(m[h] - tmax[h]);
-      l[h] *= corr;
-      for (var i = 0u; i < CPL; i++) { acc[h * CPL + i] *= corr; }
-      m[h] = tmax[h];
-    }
-    blk = blk0;
-    off = off0;
-    cur = cur0;
-    for (var kk = 0u; kk < n; kk++) {
-      let row = ((cur * B + off) * p.nkv + g) * p.hd;
-      off += 1u;
-      if (off == B) { off = 0u; blk += 1u; cur = blockTables[blk]; }
       var vc: array<vec4<f32>, MAXC>;
-      for (var i = 0u; i < CPL; i++) { vc[i] = chunk(true, row, lane + i * WG); }
-      for (var h = 0u; h < HPW; h++) {
-        let e = exp(scores[h * TILE + kk] - m[h]);
-        l[h] += e;
-        for (var i = 0u; i < CPL; i++) { acc[h * CPL + i] += e * vc[i]; }
+      for (var c = 0u; c < CPL; c++) { kc[c] = chunk(false, row, lane + c * WG); vc[c] = chunk(true, row, lane + c * WG); }
+      for (var i = 0u; i < QT; i++) {
+        if (i < per && j <= pos[i] && j >= lo[i]) {
+          for (var h = 0u; h < HPW; h++) {
+            let qh = i * HPW + h;
+            var sum = 0.0;
+            for (var c = 0u; c < CPL; c++) { sum += dot(qv[qh * CPL + c], kc[c]); }
+            let sc = laneSum(sum, lane);
+            // A new maximum rescales what was summed so far (exp(old − new) <= 1); otherwise nothing moves.
+            if (sc > m[qh]) {
+              let corr = exp(m[qh] - sc);
+              l[qh] *= corr;
+              for (var c = 0u; c < CPL; c++) { acc[qh * CPL + c] *= corr; }
+              m[qh] = sc;
+            }
+            let e = exp(sc - m[qh]);
+            l[qh] += e;
+            for (var c = 0u; c < CPL; c++) { acc[qh * CPL + c] += e * vc[c]; }
+          }
+        }
       }
     }
-    workgroupBarrier();
-  }
-  for (var h = 0u; h < HPW; h++) {
-    for (var i = 0u; i < CPL; i++) {
-      let v = acc[h * CPL + i] / l[h];
-      for (var e = 0u; e < 4u; e++) {
-        let d = (lane + i * WG) * 4u + e;
-        if (d < p.hd) { o[t * p.ldo + (h0 + h) * p.hd + d] = v[e]; }
+    for (var i = 0u; i < QT; i++) {
+      if (i < per) {
+        for (var h = 0u; h < HPW; h++) {
+          let qh = i * HPW + h;
+          for (var c = 0u; c < CPL; c++) {
+            let v = acc[qh * CPL + c] / l[qh];
+            for (var e = 0u; e < 4u; e++) {
+              let d = (lane + c * WG) * 4u + e;
+              if (d < p.hd) { o[(t0 + i) * p.ldo + (h0 + h) * p.hd + d] = v[e]; }
+            }
+          }
+        }
       }
     }
   }

@@ -249,6 +249,7 @@ export class ModelRunner {
           blockSize: kv.blockSize,
           maxBlocks: maxBlocksPerSeq,
           window: c.slidingWindow ?? 0,
+          dims,
           positions: batch.positionsBuf,
           seqOf: batch.seqOfBuf,
           blockTables: batch.blockTablesBuf,

@@ -2,8 +2,9 @@
 //   for token t of sequence s = seqOf[t] at position pos = positions[t], query head h, kv head g = h / (nh/nkv):
 //   o[t, h·hd + d] = Σ_{j=lo..pos} softmax_j(q[t, h]·K[s, j, g] / sqrt(hd)) · V[s, j, g, d],
 //   lo = max(0, pos − window + 1) with a sliding window, K/V[s, j] = cache[blockTables[s, j / B]·B + j % B].
-// Several sequences of different lengths share one dispatch, their tokens interleaved in shuffled order; block
-// tables are shuffled (blocks of one sequence are scattered over the pool, rows of the table in another order
+// Several sequences of different lengths share one dispatch, their tokens interleaved in shuffled order or laid
+// out sequence after sequence as the runner does (prefill steps then share key loads across a tile of tokens,
+// and tiles that straddle two sequences fall back to one token at a time); block tables are shuffled (blocks of one sequence are scattered over the pool, rows of the table in another order
 // than the sequences, unused table entries and spare blocks hold valid-looking ids and random data, so a wrong
 // read shows). Prefill (many causal queries per sequence), decode (one), and mixes; GQA 1, 2, 3, 4; head dims
 // 2..256 incl. non-multiples of 4; block sizes 1, 4, 16; contexts up to 300 (several 64-key tiles). o is written
@@ -12,12 +13,13 @@
 // Tolerance (ε = 2^-24) for o[t, h, d], from the f64 scores s_j, p_j = softmax(s)_j and window length L:
 // - each score is an f32 dot of hd terms after rounding q·scale: δs_j = (hd + 3)·ε·scale·Σ_i |q_i·k_ji|;
 //   a softmax input error moves p_j by a relative δs_j + max_k δs_k;
-// - the online softmax computes exp(s_j − m) through one exp per tile it survives (nt = ceil(L / 64) tiles) and
-//   nt rescalings; WGSL's exp errs by <= (3 + 2|x|) ulp, and the |x| along the chain add up to |s_j − m|:
-//   relative (4·nt + 3 + 2|s_j − m|)·ε;
+// - the online softmax computes exp(s_j − m_j) with the running maximum m_j at key j, then multiplies it by
+//   exp(m_old − m_new) each time a later key raises the maximum (nr_j times: later keys whose score exceeds the
+//   running maximum, counted with a margin of the score errors); WGSL's exp errs by <= (3 + 2|x|) ulp plus one
+//   rounding per product, and the |x| along the chain add up to |s_j − m|: relative (4·nr_j + 3 + 2|s_j − m|)·ε;
 // - the weighted sum and the normalizer are f32 sums of L terms: relative (L + 2)·ε of Σ p_j·|v_jd| and of |o|,
 //   and the final division 2.5 ulp plus the reference's one rounding: 4ε·|o|.
-//   tol = Σ_j p_j·(δs_j + max δs + (4·nt + 3 + 2|s_j − m| + L + 2)·ε)·(|v_jd| + |o_d|) + 4ε·|o_d|.
+//   tol = Σ_j p_j·(δs_j + max δs + (4·nr_j + 3 + 2|s_j − m| + L + 2)·ε)·(|v_jd| + |o_d|) + 4ε·|o_d|.
 import { describe, it } from 'vitest';
 import { attentionOp } from '../../src/kernels/attention.js';
 import { attention } from '../../src/reference/ops.js';
@@ -35,13 +37,15 @@ interface Case {
   window?: number;
   /** q values uniform in ±qScale: large values make the softmax peaky. */
   qScale?: number;
+  /** Tokens laid out sequence after sequence (as the runner does) instead of shuffled. */
+  grouped?: boolean;
 }
 
 function name(c: Case): string {
   const kind = c.seqs.every((s) => s.queries === 1) ? 'decode' : c.seqs.every((s) => s.queries > 1) ? 'prefill' : 'mixed';
   const seqs = c.seqs.map((s) => `${s.queries}/${s.ctx}`).join(', ');
   return `${kind}: nh ${c.nh}, nkv ${c.nkv} (GQA ${c.nh / c.nkv}), hd ${c.hd}, block ${c.B}, queries/ctx [${seqs}]` +
-    `${c.window ? `, window ${c.window}` : ''}${c.qScale ? `, q ±${c.qScale}` : ''}`;
+    `${c.window ? `, window ${c.window}` : ''}${c.qScale ? `, q ±${c.qScale}` : ''}${c.grouped ? ', grouped' : ''}`;
 }
 
 async function check(c: Case, seed: number): Promise<void> {
@@ -73,7 +77,7 @@ async function check(c: Case, seed: number): Promise<void> {
   c.seqs.forEach((sq, s) => {
     for (let i = 0; i < sq.queries; i++) tokens.push({ s, i });
   });
-  r.shuffle(tokens);
+  if (!c.grouped) r.shuffle(tokens);
   const T = tokens.length;
   const ldq = (nh + 2 * nkv) * hd + r.int(5); // q lives at the start of the qkv row
   const ldo = nh * hd + 1 + r.int(4);
@@ -108,7 +112,6 @@ async function check(c: Case, seed: number): Promise<void> {
     const pos = positions[t]!;
     const lo = window ? Math.max(0, pos - window + 1) : 0;
     const L = pos - lo + 1;
-    const nt = Math.ceil(L / 64);
     for (let hh = 0; hh < nh; hh++) {
       const qo = (i * nh + hh) * hd;
       const ko = Math.floor(hh / (nh / nkv)) * hd;
@@ -128,6 +131,22 @@ async function check(c: Case, seed: number): Promise<void> {
         m = Math.max(m, sc[j - lo]!);
       }
       const dsMax = Math.max(...ds);
+      // nr[j]: rescalings after key j — later keys that may raise the running maximum (with the score margin).
+      const nr = new Float64Array(L);
+      let run = -Infinity;
+      let raises = 0;
+      const raisedAt: number[] = [];
+      for (let j = 0; j < L; j++) {
+        if (sc[j]! + ds[j]! + dsMax > run) raisedAt.push(j);
+        run = Math.max(run, sc[j]!);
+      }
+      for (let j = L - 1, k = raisedAt.length - 1; j >= 0; j--) {
+        while (k >= 0 && raisedAt[k]! > j) {
+          raises++;
+          k--;
+        }
+        nr[j] = raises;
+      }
       let z = 0;
       for (let j = 0; j < L; j++) z += Math.exp(sc[j]! - m);
       for (let d = 0; d < hd; d++) {
@@ -135,7 +154,7 @@ async function check(c: Case, seed: number): Promise<void> {
         let t0 = 0;
         for (let j = 0; j < L; j++) {
           const p = Math.exp(sc[j]! - m) / z;
-          const rel = ds[j]! + dsMax + (4 * nt + 3 + 2 * Math.abs(sc[j]! - m) + L + 2) * EPS;
+          const rel = ds[j]! + dsMax + (4 * nr[j]! + 3 + 2 * Math.abs(sc[j]! - m) + L + 2) * EPS;
           t0 += p * rel * (Math.abs(values[lo + j]![ko + d]!) + Math.abs(od));
         }
         want[t * ldo + hh * hd + d] = od;
@@ -156,6 +175,7 @@ async function check(c: Case, seed: number): Promise<void> {
     blockSize: B,
     maxBlocks,
     window,
+    dims: h.dims({ tokens: T, seqs: S }),
     positions: h.storage('positions', positions),
     seqOf: h.storage('seqOf', seqOf),
     blockTables: h.storage('blockTables', tables),
@@ -193,6 +213,13 @@ describe('attention', () => {
     { nh: 3, nkv: 1, hd: 7, B: 1, seqs: [{ ctx: 40, queries: 40 }], window: 1 },
     { nh: 4, nkv: 1, hd: 32, B: 16, seqs: [{ ctx: 200, queries: 70 }, { ctx: 64, queries: 1 }, { ctx: 65, queries: 1 }], window: 64 },
     { nh: 2, nkv: 1, hd: 12, B: 4, seqs: [{ ctx: 30, queries: 30 }], window: 100 },
+    // sequence after sequence: tiles of tokens share key loads; odd counts leave partial tiles and tiles that
+    // straddle two sequences (QT 4 for hd 6 and 16 below, 2 for hd 67, 1 for hd 256)
+    { nh: 2, nkv: 1, hd: 6, B: 4, seqs: [{ ctx: 150, queries: 150 }, { ctx: 70, queries: 3 }, { ctx: 9, queries: 1 }], grouped: true },
+    { nh: 4, nkv: 1, hd: 67, B: 16, seqs: [{ ctx: 97, queries: 41 }, { ctx: 33, queries: 33 }], qScale: 3, grouped: true },
+    { nh: 6, nkv: 2, hd: 16, B: 1, seqs: [{ ctx: 1, queries: 1 }, { ctx: 66, queries: 65 }, { ctx: 128, queries: 1 }, { ctx: 7, queries: 7 }], qScale: 6, grouped: true },
+    { nh: 4, nkv: 2, hd: 16, B: 4, seqs: [{ ctx: 200, queries: 61 }, { ctx: 50, queries: 1 }], window: 37, grouped: true },
+    { nh: 8, nkv: 2, hd: 256, B: 16, seqs: [{ ctx: 40, queries: 39 }, { ctx: 3, queries: 3 }], grouped: true },
   ];
   cases.forEach((c, i) => it(name(c), () => check(c, 40 + i)));
 });
