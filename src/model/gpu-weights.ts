@@ -47,16 +47,22 @@ export async function uploadModelWeights(
   ckpt: Checkpoint,
   onProgress?: (p: LoadProgress) => void,
 ): Promise<ModelWeights> {
-  // Aliases (tied weights) are read once.
-  const stored = new Map<string, number>();
-  for (const t of ckpt.tensors.values()) stored.set(`${t.file}@${t.offset}`, t.byteLength);
-  const total = [...stored.values()].reduce((a, b) => a + b, 0);
+  // Bytes per stored range: names that alias one range (tied weights) count once, when the first is uploaded.
+  const pending = new Map<string, number>();
+  const rangeOf = (name: string) => {
+    const t = ckpt.tensors.get(name)!;
+    return `${t.file}@${t.offset}`;
+  };
+  for (const name of ckpt.tensors.keys()) pending.set(rangeOf(name), ckpt.tensors.get(name)!.byteLength);
+  const total = [...pending.values()].reduce((a, b) => a + b, 0);
   let loaded = 0;
   const matrices: GpuMatrix[] = [];
   const vectors: GpuVector[] = [];
   const tick = (tensor: string) => {
-    loaded += ckpt.tensors.get(tensor)!.byteLength;
-    onProgress?.({ tensor, loaded: Math.min(loaded, total), total });
+    const range = rangeOf(tensor);
+    loaded += pending.get(range) ?? 0;
+    pending.delete(range);
+    onProgress?.({ tensor, loaded, total });
   };
 
   const matrix = async (name: string): Promise<GpuMatrix> => {
