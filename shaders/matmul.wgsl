@@ -60,7 +60,7 @@ struct Params {
 
 const S_HEADER: u32 = 4u;
 
-const MAXACC: u32 = 64u;
+const MAXACC: u32 = 128u;
 const SPAIRS_MAX: u32 = 8u; // register room for s pairs
 
 // W (or W2) vec4<u32> number i widened to f32: elements [0, 4) in .0, [4, 8) in .1 (16-bit dtypes).

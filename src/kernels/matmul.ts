@@ -40,16 +40,16 @@ const S_PAIRS_MAX = 8;
 const MT_VARIANTS = [1, 2, 4] as const;
 const mtFor = (M: number) => (M === 1 ? 1 : M === 2 ? 2 : 4);
 /**
- * Output columns per workgroup (ROWS; the shader holds ROWS · MT · (1 + gated) <= 64 accumulators per lane).
- * Measured on lavapipe (SmolLM2 shapes): a 4-row tile of x is worth sharing over 16 weight rows for 16-bit weights
- * (8 for f32, whose x costs half as many loads per weight) — 12-15 % less time than 4 rows at M = 4..64 — while
- * one or two x rows are fastest with 4. The two-matrix SwiGLU tile takes 2 rows for one or two x rows and 4 for
- * 4-row tiles (gate_up at M = 16: 28-38 ms against 32-41 with 2 and 34-45 with 8 for ten layers, CPU time).
+ * Output columns per workgroup (ROWS; the shader holds ROWS · MT · (1 + gated) <= 128 accumulators per lane).
+ * Measured on lavapipe (SmolLM2 shapes, scratch/perf/mm.ts): one or two x rows are fastest with 4 rows (2 for the
+ * two-matrix SwiGLU tile); a 4-row tile of x is worth sharing over 32 weight rows for 16-bit weights (16 for
+ * SwiGLU) — 8-25 % less time than 16 at M = 16 and 64, lm_head 72 against 85 ms — and over 8 for f32 (4 for
+ * SwiGLU), whose x costs half as many loads per weight and whose bigger tiles measured slower.
  */
 function rowsFor(mt: number, gated: boolean, dtype: DType): number {
-  if (gated) return mt < 4 ? 2 : 4;
-  if (mt < 4) return 4;
-  return dtype === 'F32' ? 8 : 16;
+  if (mt < 4) return gated ? 2 : 4;
+  if (dtype === 'F32') return gated ? 4 : 8;
+  return gated ? 16 : 32;
 }
 
 /** The multi-LoRA expand fused into the matmul: slots' B for this projection group. */
