@@ -1,5 +1,6 @@
-// Two test projects run the same test bodies on both sides of the platform seam:
+// Three test projects run the same test bodies on both sides of the platform seam:
 //   node    — every test/**/*.test.ts, in forked Node processes (Dawn via the `webgpu` package on Vulkan).
+//   node-no-subgroups — the kernel and golden-model files again, on a device without the subgroups feature.
 //   browser — the test files under BROWSER_TEST_DIRS, in headless Chromium (WebGPU on SwiftShader).
 // Convention: a test file runs in both environments when it lives under one of BROWSER_TEST_DIRS; such a file
 // (and everything it imports) must not import `node:*` modules and must read shared data only through
@@ -53,6 +54,20 @@ export default defineConfig({
       },
       {
         extends: true,
+        test: {
+          // The kernels and the golden models again on a device created without the subgroups feature, so the
+          // workgroup-memory reductions that Firefox, Safari and older Chrome get are tested too (both Dawn on
+          // lavapipe and Chromium on SwiftShader have subgroups).
+          name: 'node-no-subgroups',
+          include: ['test/kernels/**/*.test.ts', 'test/model/golden.test.ts', 'test/model/lora-golden.test.ts'],
+          setupFiles: ['test/setup.node.ts'],
+          pool: 'forks',
+          provide: { platform: 'node', subgroups: false },
+          sequence: { groupOrder: 2 },
+        },
+      },
+      {
+        extends: true,
         // Pre-bundled up front, so Vite does not re-optimize and reload the page mid-run when a test first imports them.
         optimizeDeps: { include: ['@huggingface/tokenizers', '@huggingface/jinja'] },
         test: {
@@ -60,7 +75,7 @@ export default defineConfig({
           include: BROWSER_TEST_DIRS.map((d) => `${d}/**/*.test.ts`),
           setupFiles: ['test/setup.browser.ts'],
           provide: { platform: 'browser' },
-          sequence: { groupOrder: 2 },
+          sequence: { groupOrder: 3 },
           browser: {
             enabled: true,
             headless: true,

@@ -17,6 +17,11 @@ export interface DeviceOptions {
   allowF16?: boolean;
   /** Ask for a low-power or high-performance adapter. */
   powerPreference?: GPUPowerPreference;
+  /**
+   * Use the `subgroups` feature when the adapter has it (default true). false takes the workgroup-memory
+   * reductions that adapters without subgroups get (Firefox, Safari, older Chrome): the tests run them this way.
+   */
+  subgroups?: boolean;
 }
 
 export interface DeviceInfo {
@@ -80,7 +85,7 @@ export class Gpu {
     const requiredFeatures: GPUFeatureName[] = [];
     const features: GpuFeatures = {
       shaderF16: has('shader-f16') && !!opts.allowF16,
-      subgroups: has('subgroups'),
+      subgroups: has('subgroups') && opts.subgroups !== false,
       timestampQuery: has('timestamp-query'),
     };
     if (features.shaderF16) requiredFeatures.push('shader-f16');

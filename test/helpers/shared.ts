@@ -15,6 +15,8 @@ declare module 'vitest' {
     golden: Golden | null;
     /** Which side of the platform seam this test project installs. */
     platform: 'node' | 'browser';
+    /** false in the node-no-subgroups project: devices are created without the subgroups feature. */
+    subgroups?: boolean;
   }
 }
 
