@@ -98,6 +98,17 @@ fn maxAll(v: f32, tid: u32) -> f32 {
   workgroupBarrier();
   return r;
 }
+fn minAllU(v: u32, tid: u32) -> u32 {
+  redU[tid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (tid < s) { redU[tid] = min(redU[tid], redU[tid + s]); }
+    workgroupBarrier();
+  }
+  let r = redU[0];
+  workgroupBarrier();
+  return r;
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -123,14 +134,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
       if (after && (v > bv || bi == 0xffffffffu)) { bv = v; bi = i; }
     }
     let m = maxAll(select(-3.4e38, bv, bi != 0xffffffffu), tid);
-    redU[tid] = select(0xffffffffu, bi, bi != 0xffffffffu && bv == m);
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st >>= 1u) {
-      if (tid < st) { redU[tid] = min(redU[tid], redU[tid + st]); }
-      workgroupBarrier();
-    }
-    let idx = redU[0];
-    workgroupBarrier();
+    let idx = minAllU(select(0xffffffffu, bi, bi != 0xffffffffu && bv == m), tid);
     if (tid == 0u) {
       topIds[s * MAX_TOPN + k] = idx;
       topLps[s * MAX_TOPN + k] = m - lse;
@@ -162,13 +166,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
       if (v > bestV) { bestV = v; bestI = i; }
     }
     let mx = maxAll(bestV, tid);
-    redU[tid] = select(0xffffffffu, bestI, bestV == mx);
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st >>= 1u) {
-      if (tid < st) { redU[tid] = min(redU[tid], redU[tid + st]); }
-      workgroupBarrier();
-    }
-    tok = redU[0];
+    tok = minAllU(select(0xffffffffu, bestI, bestV == mx), tid);
   } else {
     tok = sampleRow(row, invT, maxAll(localMax(row, tid), tid) * invT, tid, sp_);
   }
