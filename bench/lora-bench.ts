@@ -7,11 +7,10 @@ import type { DType } from '../src/io/dtype.js';
 import { LLM } from '../src/engine/llm.js';
 import { SMOLLM2_135M, syntheticModel } from './synthetic.js';
 import { syntheticAdapter } from './synthetic-lora.js';
+import { benchRounds } from './rounds.js';
 
 const N_SEQ = 16;
 const RANK = 16;
-/** Alternating rounds of the base and mixed decode runs (best of each kept). */
-const ROUNDS = 3;
 
 /** Decode time per step (ms) of `n` sequences generating `tokens` each, from the first token to the last. */
 async function decodeMs(llm: LLM, loras: ({ name: string; path: ReturnType<typeof syntheticAdapter> } | null)[], tokens: number): Promise<number> {
@@ -53,7 +52,7 @@ export async function loraBench(gpu: Gpu, dtype: DType, quick: boolean, log: (m:
     // Alternate the two workloads and keep each one's best, so a slow spell of a shared machine hits both alike.
     let baseMs = Infinity;
     let mixedMs = Infinity;
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let round = 0; round < benchRounds(quick); round++) {
       baseMs = Math.min(baseMs, await decodeMs(llm, base, tokens));
       mixedMs = Math.min(mixedMs, await decodeMs(llm, adapters, tokens));
     }

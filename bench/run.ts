@@ -14,6 +14,7 @@ import { gemv, streamingCeiling, type GemvResult } from './gpu-bench.js';
 import { SMOLLM2_135M, syntheticModel } from './synthetic.js';
 import { loraBench } from './lora-bench.js';
 import { servingBench, vsLlamaCpp } from './serving-bench.js';
+import { benchRounds } from './rounds.js';
 
 setPlatform(nodePlatform);
 const log = (m: string) => process.stderr.write(`bench: ${m}\n`);
@@ -32,7 +33,7 @@ const GEMV_SHAPES: [number, number][] = [
 ];
 const DTYPES: DType[] = ['F32', 'F16', 'BF16'];
 /** Alternating rounds of the ceiling, GEMV and decode measurements (each figure keeps its best). */
-const ROUNDS = quick ? 1 : 3;
+const ROUNDS = benchRounds(quick);
 
 /** Single-stream decode of the synthetic model: ms per token over `n` greedy tokens after a warm-up. */
 async function decodeBench(gpu: Gpu, dtype: DType): Promise<{ msPerToken: number; weightBytes: number }> {

@@ -8,6 +8,7 @@ import type { Gpu } from '../src/gpu/device.js';
 import type { DType } from '../src/io/dtype.js';
 import { LLM } from '../src/engine/llm.js';
 import { SMOLLM2_135M, syntheticModel } from './synthetic.js';
+import { benchRounds } from './rounds.js';
 
 const prompt = (n: number, salt = 0) => ({ promptIds: Array.from({ length: n }, (_, i) => 1 + ((i * 7919 + salt * 104729) % 49000)) });
 
@@ -61,7 +62,7 @@ export async function servingBench(gpu: Gpu, dtype: DType, quick: boolean, log: 
     // Rounds alternate over the concurrency levels and each keeps its best, so a noisy moment on a shared machine
     // hits every level alike instead of skewing the ratios between them.
     const decode: Record<string, { tokens_per_s: number; ms_per_step: number }> = {};
-    for (let round = 0; round < (quick ? 1 : 3); round++) {
+    for (let round = 0; round < benchRounds(quick); round++) {
       for (const n of quick ? [1, 4, 16] : [1, 4, 16, 64]) {
         const r = await decodeTps(llm, n, tokens);
         if (r.tps > (decode[n]?.tokens_per_s ?? 0)) decode[n] = { tokens_per_s: +r.tps.toFixed(1), ms_per_step: +r.msPerStep.toFixed(1) };
