@@ -7,12 +7,15 @@
 // GPU time before the wait starts, and polls only for the last tenth.
 //
 // Prediction: per step shape (a numeric key), from accurate durations. A wait that had to poll measures the
-// duration exactly (a shorter one replaces the estimate, a longer one moves it up a quarter of the way); one that
-// found the work already done only bounds it from above, so the estimate shrinks a little each time that happens
-// and converges to just below the true time. A shape not seen yet (a new prompt length) is predicted from the
-// caller's work figure (tokens) at three quarters of the best time per unit seen so far. Steps on the same queue
-// run in order: a step's GPU time starts when it was submitted or when the previous one finished, whichever is
-// later.
+// duration exactly (a shorter one replaces the estimate; a longer one moves it up a quarter of the way, and by at
+// most a quarter of itself); one that found the work already done only bounds it from above, so the estimate
+// shrinks a little each time that happens and converges to just below the true time. A shape's first duration is
+// only provisional: a driver that compiles shaders on first use (lavapipe with a cold cache) makes it many times
+// too long, and trusting it made a 200-token TinyStories run sleep 22 s instead of 8 s. Until a second duration
+// confirms it (the smaller of the two counts), and for a shape not seen yet (a new prompt length), the wait is
+// predicted from the caller's work figure (tokens) at three quarters of the best confirmed time per unit.
+// Steps on the same queue run in order: a step's GPU time starts when it was submitted or when the previous one
+// finished, whichever is later.
 
 /** Fraction of the predicted time slept before polling. */
 const SLEEP_FRACTION = 0.9;
@@ -25,8 +28,10 @@ const MIN_SLEEP_MS = 8;
 const TIMER_SLACK_MS = 2;
 /** How much an estimate shrinks when a wait found the work already done. */
 const SHRINK = 0.95;
-/** Fraction of the gap an estimate rises by when a step took longer than predicted. */
+/** Fraction of the gap an estimate rises by when a step took longer than predicted... */
 const RISE = 0.25;
+/** ...and the most it can rise in one step, as a factor (a lone compile or GC pause must not inflate it). */
+const MAX_RISE = 1.25;
 /** Estimates kept (distinct step shapes); the map is cleared when it grows past this. */
 const MAX_KEYS = 512;
 /** An unseen shape sleeps this fraction of work × best time per unit of work (steps are rarely that cheap). */
@@ -54,6 +59,7 @@ export interface Paced {
 }
 
 export class WaitPacer {
+  /** ms per step shape; negative: a provisional first duration (its magnitude), not yet used to sleep. */
   private readonly estimate = new Map<number, number>();
   private lastDone = 0;
   /** Lowest measured ms per unit of work (from waits that polled). */
@@ -76,7 +82,7 @@ export class WaitPacer {
   async beforeWait(p: Paced): Promise<void> {
     if (!this.enabled) return;
     const est = this.estimate.get(p.key);
-    const ahead = est !== undefined ? SLEEP_FRACTION * est : UNSEEN_FRACTION * p.work * this.perUnit;
+    const ahead = est !== undefined && est > 0 ? SLEEP_FRACTION * est : UNSEEN_FRACTION * p.work * this.perUnit;
     if (!Number.isFinite(ahead)) return; // nothing measured yet
     const ms = Math.max(p.submittedAt, this.lastDone) + ahead - this.clock.now() - TIMER_SLACK_MS;
     if (ms < MIN_SLEEP_MS) return;
@@ -96,13 +102,19 @@ export class WaitPacer {
     // upper bound.
     const overslept = p.sleptUntil > 0 && now - p.sleptUntil < 1;
     if (this.estimate.size >= MAX_KEYS && est === undefined) this.estimate.clear();
-    if (!overslept && p.work > 0) this.perUnit = Math.min(this.perUnit, measured / p.work);
-    let next = measured;
-    if (est !== undefined) {
+    let next: number;
+    if (est === undefined) {
+      next = -Math.max(measured, 1e-3); // provisional (kept negative, so never zero)
+    } else if (est < 0) {
+      next = Math.min(-est, measured) * (overslept ? SHRINK : 1);
+    } else if (overslept) {
+      next = Math.min(est, measured) * SHRINK;
+    } else {
       // A slower step than predicted moves the estimate up only part way: a lone slow step (a GC pause, another
-      // process) must not make the next few sleep past their end.
-      next = overslept ? Math.min(est, measured) * SHRINK : measured < est ? measured : est + RISE * (measured - est);
+      // process, a shader compiled on first use) must not make the next few sleep past their end.
+      next = measured < est ? measured : Math.min(est + RISE * (measured - est), est * MAX_RISE);
     }
+    if (next > 0 && !overslept && p.work > 0) this.perUnit = Math.min(this.perUnit, next / p.work);
     this.estimate.set(p.key, next);
   }
 }

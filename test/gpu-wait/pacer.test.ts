@@ -51,11 +51,12 @@ describe('WaitPacer', () => {
     expect(gpu.slept).toBe(0);
   });
 
-  it('learns a shape from one polled wait, then sleeps through most of it and polls the rest', async () => {
+  it('learns a shape from two polled waits, then sleeps through most of it and polls the rest', async () => {
     const gpu = new VirtualGpu();
     const pacer = new WaitPacer(true, gpu);
     const p = paced();
     expect(await step(pacer, gpu, p, 7, 16, 100)).toBe(100); // unseen, nothing known: polls throughout
+    expect(await step(pacer, gpu, p, 7, 16, 100)).toBe(100); // one provisional duration: still polls
     for (let i = 0; i < 10; i++) {
       const before = gpu.slept;
       const poll = await step(pacer, gpu, p, 7, 16, 100);
@@ -69,6 +70,7 @@ describe('WaitPacer', () => {
     const gpu = new VirtualGpu();
     const pacer = new WaitPacer(true, gpu);
     const p = paced();
+    await step(pacer, gpu, p, 3, 16, 400);
     await step(pacer, gpu, p, 3, 16, 400);
     let overshoots = 0;
     let lastPoll = 0;
@@ -93,17 +95,39 @@ describe('WaitPacer', () => {
     await step(pacer, gpu, p, 4, 1, 60); // a hiccup
     const start = gpu.t;
     await step(pacer, gpu, p, 4, 1, 20);
-    // The estimate rose to 20 + (60 - 20) / 4 = 30 at most, so the sleep ends by 0.9 · 30 − slack = 25 ms.
-    expect(gpu.t - start).toBeLessThanOrEqual(0.9 * 30 - SLACK + 1e-9);
+    // A quarter of the gap would be 30; the estimate rises by a quarter of itself at most, to 25, so the sleep
+    // ends by 0.9 · 25 − slack = 20.5 ms.
+    expect(gpu.t - start).toBeLessThanOrEqual(0.9 * 25 - SLACK + 1e-9);
+  });
+
+  it('does not trust a first duration inflated by shaders compiled on first use', async () => {
+    const gpu = new VirtualGpu();
+    const pacer = new WaitPacer(true, gpu);
+    const p = paced();
+    await step(pacer, gpu, p, 6, 1, 2000); // the first step of a shape compiles its pipelines
+    let late = 0;
+    for (let i = 0; i < 20; i++) {
+      const start = gpu.t;
+      await step(pacer, gpu, p, 6, 1, 40);
+      late += Math.max(0, gpu.t - start - 40);
+    }
+    // The second step polls (one provisional duration) and confirms 40 ms: no step ends after its work did.
+    expect(late).toBe(0);
+    const before = gpu.slept;
+    await step(pacer, gpu, p, 6, 1, 40);
+    expect(gpu.slept - before).toBeCloseTo(0.9 * 40 - SLACK, 6); // and it does sleep once confirmed
   });
 
   it('predicts an unseen shape from the best time per token seen, conservatively', async () => {
     const gpu = new VirtualGpu();
     const pacer = new WaitPacer(true, gpu);
     const p = paced();
-    await step(pacer, gpu, p, 1, 16, 160); // 10 ms per token
+    await step(pacer, gpu, p, 1, 16, 160); // 10 ms per token (provisional)
+    const provisional = await step(pacer, gpu, p, 2, 64, 640);
+    expect(provisional).toBe(640); // no confirmed time per token yet: polls throughout
+    await step(pacer, gpu, p, 1, 16, 160); // confirmed
     const before = gpu.slept;
-    const poll = await step(pacer, gpu, p, 2, 64, 640); // unseen key, same cost per token
+    const poll = await step(pacer, gpu, p, 3, 64, 640); // unseen key, same cost per token
     expect(gpu.slept - before).toBeCloseTo(0.75 * 640 - SLACK, 6);
     expect(poll).toBeCloseTo(0.25 * 640 + SLACK, 6);
   });
@@ -113,6 +137,7 @@ describe('WaitPacer', () => {
     const pacer = new WaitPacer(true, gpu);
     const a = paced();
     const b = paced();
+    await step(pacer, gpu, a, 5, 1, 50);
     await step(pacer, gpu, a, 5, 1, 50); // learns 50 ms
     // Two in flight: b is submitted while a runs; a's wait ends at a's completion, b then needs its own 50 ms.
     const doneA = gpu.submit(50);
