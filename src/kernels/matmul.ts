@@ -41,7 +41,7 @@ const MT_VARIANTS = [1, 2, 4] as const;
 const mtFor = (M: number) => (M === 1 ? 1 : M === 2 ? 2 : 4);
 /**
  * Output columns per workgroup (ROWS; the shader holds ROWS · MT · (1 + gated) <= 128 accumulators per lane).
- * Measured on lavapipe (SmolLM2 shapes, scratch/perf/mm.ts): one or two x rows are fastest with 4 rows (2 for the
+ * Measured on lavapipe (SmolLM2 shapes, alternating in-process rounds): one or two x rows are fastest with 4 rows (2 for the
  * two-matrix SwiGLU tile); a 4-row tile of x is worth sharing over 32 weight rows for 16-bit weights (16 for
  * SwiGLU) — 8-25 % less time than 16 at M = 16 and 64, lm_head 72 against 85 ms — and over 8 for f32 (4 for
  * SwiGLU), whose x costs half as many loads per weight and whose bigger tiles measured slower.
