@@ -1,6 +1,7 @@
 // Multi-LoRA figures on the SmolLM2-135M-shaped synthetic model: decode with 16 sequences each on a different
 // rank-16 adapter (all seven projections) against the same 16 sequences on the base model; the same 16 adapters
-// served naively one at a time; and the time to write a parsed adapter into a GPU slot.
+// served naively one at a time; the time to write a parsed adapter into a GPU slot; and the same 16-sequence decode
+// with 16 DoRA adapters (the DoRA row factors in the matmul epilogue), with the one-time DoRA preparation.
 
 import type { Gpu } from '../src/gpu/device.js';
 import type { DType } from '../src/io/dtype.js';
@@ -50,15 +51,23 @@ export async function loraBench(gpu: Gpu, dtype: DType, quick: boolean, log: (m:
     const base = Array.from({ length: N_SEQ }, () => null);
     await decodeMs(llm, base, 2);
     // Alternate the two workloads and keep each one's best, so a slow spell of a shared machine hits both alike.
+    const doras = Array.from({ length: N_SEQ }, (_, i) => ({ name: `synthetic-dora-${i}`, path: syntheticAdapter(SMOLLM2_135M, RANK, dtype, 200 + i, undefined, true) }));
+    const p0 = performance.now();
+    await decodeMs(llm, [doras[0]!], 2); // parse + DoRA preparation (row statistics on the GPU) + slot write
+    const doraFirstMs = performance.now() - p0;
     let baseMs = Infinity;
     let mixedMs = Infinity;
+    let doraMs = Infinity;
     for (let round = 0; round < benchRounds(quick); round++) {
       baseMs = Math.min(baseMs, await decodeMs(llm, base, tokens));
       mixedMs = Math.min(mixedMs, await decodeMs(llm, adapters, tokens));
+      doraMs = Math.min(doraMs, await decodeMs(llm, doras, tokens));
     }
+    await decodeMs(llm, adapters, 2); // the LoRA adapters back in the slots
     const loadsAfterMixed = slotStats.loads;
     log(`lora: 16 base sequences ${baseMs.toFixed(1)} ms/step`);
     log(`lora: 16 sequences x 16 adapters ${mixedMs.toFixed(1)} ms/step`);
+    log(`lora: 16 sequences x 16 DoRA adapters ${doraMs.toFixed(1)} ms/step (first DoRA request, with its preparation: ${doraFirstMs.toFixed(0)} ms)`);
     // Slot write time alone: the images are prepared; evict-free reload of an adapter into another slot.
     const t0 = performance.now();
     const slots = (llm as unknown as { lora: { pool: { stats: { lastLoadMs: number } }; slots: { load(s: number, a: unknown): void } } }).lora;
@@ -96,6 +105,9 @@ export async function loraBench(gpu: Gpu, dtype: DType, quick: boolean, log: (m:
       slot_first_load_ms: +firstLoadMs.toFixed(2),
       slot_write_ms: +slotWriteMs.toFixed(2),
       slot_loads: loadsAfterMixed,
+      dora16_ms_per_step: +doraMs.toFixed(2),
+      dora_vs_lora: +(mixedMs / doraMs).toFixed(3),
+      dora_first_request_ms: +doraFirstMs.toFixed(0),
     };
   } finally {
     await llm.close();

@@ -122,6 +122,7 @@ async function main() {
         lora_mixed_vs_base: lora?.mixed_vs_base,
         lora_vs_naive: lora?.batched_vs_naive,
         lora_slot_load_ms: lora?.slot_write_ms,
+        lora_dora_vs_lora: lora?.dora_vs_lora,
         batch16_speedup: serving?.batch16_speedup,
         batch64_speedup: serving?.batch64_speedup,
         prefix_cache_ttft_ratio: serving?.prefix_cache.ratio,

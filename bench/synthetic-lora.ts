@@ -1,6 +1,6 @@
 // Synthetic PEFT adapters for a model config: random A and non-zero random B on the chosen projections, written as
 // real adapter folders in memory (adapter_config.json + adapter_model.safetensors) and loaded through the same
-// path as a downloaded adapter.
+// path as a downloaded adapter. With `dora`, a DoRA adapter: magnitudes uniform in [0.5, 1.5) (timing only).
 
 import type { DType } from '../src/io/dtype.js';
 import { fromFloat32 } from '../src/io/dtype.js';
@@ -12,7 +12,7 @@ import { LINEAR_MODULES, layerPrefix, linearShape } from '../src/model/weights-s
 
 export const ALL_PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
-export function syntheticAdapter(configJson: Record<string, unknown>, rank: number, dtype: DType, seed: number, targets = ALL_PROJECTIONS): FileTree {
+export function syntheticAdapter(configJson: Record<string, unknown>, rank: number, dtype: DType, seed: number, targets = ALL_PROJECTIONS, dora = false): FileTree {
   const { config } = parseModelConfig(configJson, 'synthetic/config.json');
   let s = seed >>> 0 || 1;
   const rand = () => {
@@ -31,10 +31,14 @@ export function syntheticAdapter(configJson: Record<string, unknown>, rank: numb
       const base = `base_model.model.${layerPrefix(l)}${m}`;
       tensors.push({ name: `${base}.lora_A.weight`, dtype, shape: [rank, inF], data: fromFloat32(a, dtype) });
       tensors.push({ name: `${base}.lora_B.weight`, dtype, shape: [out, rank], data: fromFloat32(b, dtype) });
+      if (dora) {
+        const m = new Float32Array(out).map(() => 1 + rand());
+        tensors.push({ name: `${base}.lora_magnitude_vector`, dtype: 'F32' as DType, shape: [out], data: fromFloat32(m, 'F32') });
+      }
     }
   }
-  const adapterConfig = { peft_type: 'LORA', r: rank, lora_alpha: 2 * rank, target_modules: targets, bias: 'none', task_type: 'CAUSAL_LM' };
-  return memoryTree(`synthetic-lora-r${rank}-${seed}`, {
+  const adapterConfig = { peft_type: 'LORA', r: rank, lora_alpha: 2 * rank, target_modules: targets, bias: 'none', task_type: 'CAUSAL_LM', use_dora: dora };
+  return memoryTree(`synthetic-${dora ? 'dora' : 'lora'}-r${rank}-${seed}`, {
     'adapter_config.json': JSON.stringify(adapterConfig),
     'adapter_model.safetensors': writeSafetensors(tensors),
   });

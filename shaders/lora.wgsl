@@ -4,19 +4,22 @@
 //
 // Slots hold up to S adapters: A is u32 words [S][G][R][Kp] in the base's dtype (G stacked members of a fused
 // projection: q,k,v -> 3; gate,up -> 2; o, down -> 1), rank R = maxLoraRank, rows padded to Kp = pad8(K).
-// ranks[slot · rankStride + rankBase + g] is member g's rank in that slot (0: the adapter does not touch it).
+// ranks[slot · rankStride + rankBase + g] is member g's rank in that slot (0: the adapter does not touch it), with
+// DORA_FLAG set when the module uses DoRA.
 //
-// Each row of s starts with a 4-word header the expand reads instead of slot and rank tables (u32 bits):
-//   s[t, 0] = slot(t) = slotOf[t] (NONE: no adapter), s[t, 1 + g] = rank of member g in that slot.
-// shrink:        s[t, 4 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot(t), g, j, k]      j < rank_g
-// embed_shrink:  s[t, 4 + j]       = mult[t] · A[slot(t), 0, j, ids[t]]                (A is [R][Vp]: column gather)
-// expand_add:    y[t, n]          += Σ_{j < rank} B[slot(t), n, j] · s[t, 4 + j]       (B is [N][Rp], scale folded in)
+// Each row of s starts with an 8-word header the expand reads instead of slot and rank tables:
+//   s[t, 0] = slot(t) = slotOf[t] (NONE: no adapter), s[t, 1 + g] = ranks entry of member g in that slot (u32 bits,
+//   flag included), s[t, 4] = mult[t] (f32; DoRA's norm depends on it); words 5..7 are unused.
+// shrink:        s[t, 8 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot(t), g, j, k]      j < rank_g
+// embed_shrink:  s[t, 8 + j]       = mult[t] · A[slot(t), 0, j, ids[t]]                (A is [R][Vp]: column gather)
+// expand_add:    y[t, n]          += Σ_{j < rank} B[slot(t), n, j] · s[t, 8 + j]       (B is [N][Rp], scale folded in)
 // Values of rows whose slot is NONE, or of members with rank 0, are never written nor read.
 
 override WDTYPE: u32 = 0u; // 0 f32, 1 f16, 2 bf16 (the slots' dtype)
 override WG: u32 = 8u; // lanes (one subgroup for laneSum); embed kernels use it too
 const NONE: u32 = 0xffffffffu;
-const HEADER: u32 = 4u; // words before the values in each row of s
+const HEADER: u32 = 8u; // words before the values in each row of s
+const RANK_MASK: u32 = 0xffffu; // a ranks entry: rank | DORA_FLAG (1 << 16)
 
 struct Params {
   Kp: u32, // padded input width = row stride of x and of A (elements)
@@ -62,8 +65,12 @@ fn shrink(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   if (lane == 0u && wg.x == 0u && g == 0u) { s[h] = bitcast<f32>(slot); }
   // slot and rank are the same for every lane: the early returns keep control flow uniform.
   if (slot == NONE) { return; }
-  let rank = ranks[slot * p.rankStride + p.rankBase + g];
-  if (lane == 0u && wg.x == 0u) { s[h + 1u + g] = bitcast<f32>(rank); }
+  let entry = ranks[slot * p.rankStride + p.rankBase + g];
+  let rank = entry & RANK_MASK;
+  if (lane == 0u && wg.x == 0u) {
+    s[h + 1u + g] = bitcast<f32>(entry);
+    if (g == 0u) { s[h + 4u] = mult[t]; }
+  }
   if (j0 >= rank) { return; }
   let XPV = select(2u, 1u, WDTYPE == 0u); // x vec4s per A vec4
   let KV = p.Kp / (4u * XPV);
@@ -93,7 +100,7 @@ fn embed_shrink(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
   let t = wg.x;
   let slot = slotOf[t];
   if (slot == NONE) { return; }
-  let rank = ranks[slot * p.rankStride + p.rankBase];
+  let rank = ranks[slot * p.rankStride + p.rankBase] & RANK_MASK;
   for (var j = tid; j < rank; j += WG) {
     s[t * p.ldS + HEADER + j] = mult[t] * elem((slot * p.R + j) * p.N + ids[t]);
   }
@@ -108,7 +115,7 @@ fn expand_add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
   let n = wg.x * WG + tid;
   let slot = slotOf[t];
   if (slot == NONE || n >= p.N) { return; }
-  let rank = ranks[slot * p.rankStride + p.rankBase];
+  let rank = ranks[slot * p.rankStride + p.rankBase] & RANK_MASK;
   var acc = 0.0;
   for (var j = 0u; j < rank; j++) { acc += elem((slot * p.N + n) * p.Rp + j) * s[t * p.ldS + HEADER + j]; }
   y[t * p.ldy + n] += acc;

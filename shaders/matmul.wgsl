@@ -3,6 +3,8 @@
 //   acc[m, n] = Σ_k x[m, k] · W[n, k]  (+ Σ_{j < rank} B[slot(m), n, j] · s[m, g(n)·R + j] with LORA)
 //   EPILOGUE 0: y[m, yOff + n] = acc (+ bias[n])          1: y[m, yOff + n] += acc (+ bias[n])   (residual)
 //   EPILOGUE 2: y[m, n] = silu(acc_gate) · acc_up, acc_up from W2 / B2 (no MLP bias: config.ts refuses it)   (SwiGLU)
+//   DoRA (LORA, the row's slot flags member g(n)): acc *= m_n / sqrt(t1 + 2c·t2 + c²·t3) before the bias, with
+//   (m_n, t1, t2, t3) the slot's table row in B / B2 at word dOff and c the row's scale multiplier (s header word 4).
 //
 // x: f32 [M, Kp], W: u32 words [N, Kp] in its file dtype (Kp = K rounded up to 8, pad columns zero, so every row
 // is whole vec4<u32> chunks), y: f32 [M, ldy]. f32 accumulation.
@@ -14,8 +16,9 @@
 // (lane l takes rank pairs (2l, 2l + 1), (2l + 2WG, ...), ...: one B word per pair for 16-bit slots; the token's
 // slot header and s pairs are read once per x row and member, not per column) and folded into the accumulators
 // before the one reduction (laneSum, from reduce_*.wgsl). Dispatch (ceil(N / ROWS), ceil(M / MT)).
-// The shrink kernel (lora.wgsl) leaves a header in each row of s: [slot, rank of member 0, 1, 2] as u32 bits, then
-// the G·R shrunk values; so this kernel needs no slot or rank buffers (8 storage bindings: WebGPU's default limit).
+// The shrink kernel (lora.wgsl) leaves an 8-word header in each row of s: [slot, ranks entry of member 0, 1, 2 (rank
+// | DORA_FLAG), scale multiplier, -, -, -], then the G·R shrunk values; so this kernel needs no slot, rank or scale
+// buffers (8 storage bindings: WebGPU's default limit).
 
 override WDTYPE: u32 = 0u; // weights: 0 f32, 1 f16, 2 bf16
 override EPILOGUE: u32 = 0u;
@@ -45,6 +48,7 @@ struct Params {
   bRows: u32, // B rows per slot (all members)
   n1: u32, // first global column of member 1 (k of q/k/v), or bRows
   n2: u32, // first global column of member 2 (v), or bRows
+  dOff: u32, // u32 word of the DoRA table [S][bRows][4] (f32) in B and B2
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -58,7 +62,9 @@ struct Params {
 @group(0) @binding(8) var<storage, read> B: array<u32>;
 @group(0) @binding(9) var<storage, read> B2: array<u32>;
 
-const S_HEADER: u32 = 4u;
+const S_HEADER: u32 = 8u;
+const RANK_MASK: u32 = 0xffffu;
+const DORA_FLAG: u32 = 0x10000u;
 
 const MAXACC: u32 = 128u;
 const SPAIRS_MAX: u32 = 8u; // register room for s pairs
@@ -103,6 +109,22 @@ fn memberOf(n: u32, up: bool) -> u32 {
 
 fn silu(v: f32) -> f32 { return v / (1.0 + exp(-v)); }
 
+// A DoRA row: its slot, its scale multiplier c, and mask (bit g set when the slot applies DoRA to member g), gathered
+// by the LoRA expand from s's header, so rows without DoRA cost no load in the epilogue.
+struct DoraRow { slot: u32, c: f32, mask: u32 }
+
+// DoRA's factor for this part's column n (up: of W2) in row d, or 1 where the row's adapter has no DoRA.
+fn doraFactor(d: DoraRow, n: u32, up: bool) -> f32 {
+  let ng = p.nBase + n;
+  if (((d.mask >> memberOf(ng, up)) & 1u) == 0u) { return 1.0; }
+  let c = d.c;
+  let i = p.dOff + (d.slot * p.bRows + ng) * 4u;
+  var t: vec4<u32>;
+  if (up) { t = vec4<u32>(B2[i], B2[i + 1u], B2[i + 2u], B2[i + 3u]); } else { t = vec4<u32>(B[i], B[i + 1u], B[i + 2u], B[i + 3u]); }
+  let v = bitcast<vec4<f32>>(t);
+  return v.x / sqrt(v.y + 2.0 * c * v.z + c * c * v.w);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let M = select(dims.tokens, dims.rows, p.mFromRows == 1u);
@@ -133,6 +155,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       }
     }
   }
+  var dora: array<DoraRow, 4>; // per x row (mask 0: no DoRA)
   if (LORA) {
     // Lane l takes rank pairs (2l, 2l + 1), (2l + 2WG, ...), ...: one B word per pair for 16-bit slots. The token's
     // slot is read once per row of x and its s pairs once per member, so a column costs one load per pair.
@@ -152,7 +175,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
           let g = memberOf(n, w == 1u);
           if (g != cg) {
             cg = g;
-            rank = bitcast<u32>(loraS[h + 1u + g]);
+            let e = bitcast<u32>(loraS[h + 1u + g]);
+            rank = e & RANK_MASK;
+            if ((e & DORA_FLAG) != 0u) { dora[m] = DoraRow(slot, loraS[h + 4u], dora[m].mask | (1u << g)); }
             s0 = h + S_HEADER + g * p.R;
             for (var t = 0u; t < min(LPAIRS, SPAIRS); t++) { sv[t] = loadSPair(s0, 2u * (lane + t * WG), rank); }
           }
@@ -178,6 +203,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let n = n0 + r;
     if (n >= p.N || m >= M) { continue; }
     var v = acc[t];
+    if (LORA) { v *= doraFactor(dora[t % MT], n, false); }
     if (HAS_BIAS) { v += loadBias(p.nBase + n); }
     let yi = m * p.ldy + p.yOffset + n;
     if (EPILOGUE == 0u) {
@@ -185,7 +211,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     } else if (EPILOGUE == 1u) {
       y[yi] += v;
     } else {
-      y[yi] = silu(v) * acc[ROWS * MT + t];
+      var u = acc[ROWS * MT + t];
+      if (LORA) { u *= doraFactor(dora[t % MT], n, true); }
+      y[yi] = silu(v) * u;
     }
   }
 }

@@ -152,7 +152,7 @@ export class LLM {
       const maxNumBatchedTokens = Math.max(options.maxNumBatchedTokens ?? 256, maxNumSeqs);
       const maxLoras = options.maxLoras ?? 4;
       const lora = options.enableLora
-        ? new LoraManager(gpu, c, weights.layers[0]?.qkv.dtype ?? 'F32', {
+        ? new LoraManager(gpu, c, weights, weights.layers[0]?.qkv.dtype ?? 'F32', {
             maxLoras,
             maxLoraRank: options.maxLoraRank ?? 16,
             maxCpuLoras: options.maxCpuLoras ?? Math.max(maxLoras, 8),

@@ -7,6 +7,7 @@ import type { FileTree } from '../io/source.js';
 import type { Gpu } from '../gpu/device.js';
 import type { DType } from '../io/dtype.js';
 import type { ModelConfig } from '../model/config-types.js';
+import type { ModelWeights } from '../model/gpu-weights.js';
 import type { LoraAdapter } from '../lora/adapter.js';
 import { AdapterRegistry } from '../lora/cpu-cache.js';
 import { LoraSlots } from '../lora/gpu-slots.js';
@@ -38,8 +39,8 @@ export class LoraManager {
   readonly pool: SlotPool;
 
   /** Slots in `dtype`: the base model's (vLLM casts adapters to the model dtype too). */
-  constructor(gpu: Gpu, config: ModelConfig, dtype: DType, o: LoraManagerOptions) {
-    this.slots = new LoraSlots(gpu, config, dtype, { maxLoras: o.maxLoras, maxRank: o.maxLoraRank, embeddings: o.embeddings });
+  constructor(gpu: Gpu, config: ModelConfig, weights: ModelWeights, dtype: DType, o: LoraManagerOptions) {
+    this.slots = new LoraSlots(gpu, config, dtype, { weights, maxLoras: o.maxLoras, maxRank: o.maxLoraRank, embeddings: o.embeddings });
     this.registry = new AdapterRegistry({
       base: config,
       baseName: o.baseName,
@@ -132,6 +133,7 @@ export class LoraManager {
     const adapter = await this.registry.acquire(req.name);
     try {
       this.slots.check(adapter);
+      await this.slots.prepareDora(adapter);
     } catch (e) {
       this.registry.unpin(req.name);
       throw e;
@@ -145,6 +147,10 @@ export class LoraManager {
     const r = this.registry;
     if (!r.has(req.name) || !sameSource(r.sourceOf(req.name), req.path)) return null;
     const adapter = r.tryAcquire(req.name);
+    if (adapter && !this.slots.ready(adapter)) {
+      r.unpin(req.name);
+      return null;
+    }
     return adapter ? { adapter, scale: req.scale } : null;
   }
 

@@ -11,7 +11,7 @@ export interface LoRARequestInit {
   id?: number;
   /** Folder, Hub id or FileTree of the adapter. */
   path: string | FileTree;
-  /** Multiplies the adapter's own scale (alpha / r) for this request only; default 1, 0 = base model. */
+  /** Multiplies the adapter's own scale (alpha / r) for this request only; default 1, 0 = base model (plain LoRA; DoRA keeps its magnitudes). */
   scale?: number;
 }
 

@@ -2,8 +2,9 @@
 // embedding LoRA (gather + expand into the embedded rows).
 //
 // Contract (shrink), for each row t < M (M = step tokens, or step rows for lm_head) and member g < G:
-//   s[t, 0] = slot = slotOf[t];  s[t, 1 + g] = rank_g = ranks[slot, rankBase + g]          (u32 bits)
-//   s[t, 4 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot, g, j, k]                               j < rank_g
+//   s[t, 0] = slot = slotOf[t];  s[t, 1 + g] = e_g = ranks[slot, rankBase + g]  (u32 bits: rank_g | DORA_FLAG)
+//   s[t, 4] = mult[t] (f32; only for rows with a slot)
+//   s[t, 8 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot, g, j, k]                               j < rank_g
 // Contract (embedding), for each token t with slot = slotOf[t] != NONE and rank = ranks[slot, rankBase]:
 //   x[t, n] += Σ_{j < rank} B[slot, n, j] · mult[t] · A[slot, j, ids[t]]                     n < hidden
 // (PEFT's Embedding LoRA: F.embedding(ids, Aᵀ) @ Bᵀ · scale, with the scale folded into B.)
@@ -20,7 +21,7 @@ const PARAMS = {
   Kp: 'u32', // padded input width: row stride of x and A (elements)
   R: 'u32', // rank stride of the slots (max rank)
   G: 'u32', // members in the group
-  ldS: 'u32', // row stride of s (elements, 4-word header included)
+  ldS: 'u32', // row stride of s (elements, 8-word header included)
   rankBase: 'u32', // the group's first entry in a slot's rank row
   rankStride: 'u32', // rank entries per slot
   N: 'u32', // expand: output columns; embed gather: row stride of A (padded vocabulary)
@@ -28,8 +29,8 @@ const PARAMS = {
   Rp: 'u32', // expand: row stride of B (elements)
 } as const;
 
-/** Words before the values in each row of s. */
-export const S_HEADER = 4;
+/** Words before the values in each row of s: slot, three ranks entries, the row's scale multiplier, 3 unused. */
+export const S_HEADER = 8;
 /** A rows per shrink workgroup (shader constant). */
 const ROWS = 4;
 

@@ -2,9 +2,11 @@
 //
 // Contract, for m < M (M = step tokens, or step rows for the lm_head) and n < N:
 //   acc[m, n] = Σ_k x[m, k] · W[n, k]  (+ bias[n])                    f32 accumulation, W widened from its dtype
-//   with LoRA: acc[m, n] += Σ_{j < rank_g} B[slot, n, j] · s[m, 4 + g(n)·R + j]  where s[m, 0..4) = (slot, rank_0,
-//     rank_1, rank_2) as u32 bits, written by the shrink (slot NONE: nothing); g(n) = the member of the fused
-//     projection column n belongs to (q/k/v: 0/1/2; gate 0, up 1)
+//   with LoRA: acc[m, n] += Σ_{j < rank_g} B[slot, n, j] · s[m, 8 + g(n)·R + j]  where s[m, 0..5) = (slot, e_0, e_1,
+//     e_2, c): e_g = rank_g | DORA_FLAG? as u32 bits, c = the row's scale multiplier, written by the shrink (slot
+//     NONE: nothing); g(n) = the member of the fused projection column n belongs to (q/k/v: 0/1/2; gate 0, up 1)
+//   DoRA (e_g(n) has DORA_FLAG): acc[m, n] = f · (Σ_k x·W + the LoRA term) + bias[n], f = t0 / sqrt(t1 + 2c·t2 + c²·t3)
+//     with (t0, t1, t2, t3) = the f32 words B[dOff + (slot·bRows + n)·4 + i] (B2's for the up projection)
 //   'store':  y[m, yOffset + n] = acc[m, n]
 //   'add':    y[m, yOffset + n] += acc[m, n]                            (residual connection)
 //   'swiglu': y[m, n] = silu(acc[m, n]) · acc_up[m, n]   (acc_up from W2 and B2; no bias)
@@ -27,10 +29,11 @@ const PARAMS = {
   nBase: 'u32', // global index of the part's first column
   R: 'u32', // LoRA rank stride of s and slots
   Rp: 'u32', // LoRA B row stride (elements)
-  ldS: 'u32', // row stride of s (elements, 4-element header included)
+  ldS: 'u32', // row stride of s (elements, 8-word header included)
   bRows: 'u32', // B rows per slot
   n1: 'u32', // first global column of member 1, or bRows
   n2: 'u32', // first global column of member 2, or bRows
+  dOff: 'u32', // u32 word of the DoRA table in B and B2
 } as const;
 
 const EPILOGUE = { store: 0, add: 1, swiglu: 2 } as const;
@@ -58,12 +61,14 @@ export interface MatmulLora {
   B: GPUBuffer; // [S][bRows][Rp]
   B2?: GPUBuffer; // up projection's B (swiglu)
   bRows: number;
+  /** u32 word of the DoRA table (f32 [S][bRows][4]) in B and B2 (LoraSlots' SlotGroup.doraWords). */
+  doraWords: number;
   /** Global column boundaries of members 1 and 2 (q/k/v), bRows when absent. */
   n1: number;
   n2: number;
   R: number;
   Rp: number;
-  /** Shrink output s: f32 [rows, ldS], each row a 4-word header then the shrunk values. */
+  /** Shrink output s: f32 [rows, ldS], each row an 8-word header then the shrunk values. */
   s: GPUBuffer;
   ldS: number;
   /**
@@ -115,6 +120,7 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
       bRows: L?.bRows ?? 0,
       n1: L?.n1 ?? 0,
       n2: L?.n2 ?? 0,
+      dOff: L?.doraWords ?? 0,
     }),
   );
   const build = async (mt: number, lora: boolean) => {

@@ -8,9 +8,12 @@
 //   base_model.model.<module>.lora_B[.<name>].weight            [out, r]
 //   base_model.model.<module>.lora_embedding_A[.<name>]          [r, vocab]   embed_tokens
 //   base_model.model.<module>.lora_embedding_B[.<name>]          [hidden, r]
+//   base_model.model.<module>.lora_magnitude_vector[.<name>][.weight]  [out]   DoRA (use_dora), Linear modules only
 // A Linear module computes y = x·Wᵀ + scale · (x·Aᵀ)·Bᵀ. peft's Embedding adds, for token t, scale · B·A[:, t]
 // to the embedding row (F.embedding(x, Aᵀ) @ Bᵀ): the same formula with x the one-hot vector of t, so an
 // embedding LoRA is stored here like a Linear one with in = vocab and out = hidden.
+// DoRA (use_dora, peft's DoraLinearLayer) rescales each output row n of W + scale·B·A to the learned length m[n]:
+//   y = m ⊙ (x·Wᵀ + scale · (x·Aᵀ)·Bᵀ) / ‖W + scale·B·A‖_row + bias        (the norm over each row's inputs)
 //
 // What the tensors say is checked against the config and the base (peft's behaviour when it loads the adapter):
 // - a tensor for a module the base does not have (unknown name, layer index past the last layer): error;
@@ -80,6 +83,8 @@ export interface LoraModule extends BaseModule {
   a: LoraTensor;
   /** [outFeatures, rank]. */
   b: LoraTensor;
+  /** DoRA's learned row lengths m [outFeatures] (f32), when the adapter uses DoRA. */
+  magnitude?: Float32Array;
 }
 
 export interface LoraTargetsSummary {
@@ -101,8 +106,10 @@ export interface LoraAdapter {
   rank: number;
   /** Per module path, in base order (layer by layer in LINEAR_MODULES order, then lm_head, embed_tokens). */
   modules: ReadonlyMap<string, LoraModule>;
-  /** Bytes of all A and B tensors. */
+  /** Bytes of all A and B tensors (and DoRA magnitudes). */
   byteSize: number;
+  /** DoRA (use_dora): every module has a magnitude. */
+  dora: boolean;
   targets: LoraTargetsSummary;
   /** adapter_config.json's base_model_name_or_path. */
   baseModelNameOrPath: string | null;
@@ -146,7 +153,9 @@ export function loraFloat32(t: LoraTensor): Float32Array {
 export function toReferenceLora(adapter: LoraAdapter, scaleMultiplier = 1): ReferenceLora {
   const out = new Map<string, LoraDelta>();
   for (const [path, m] of adapter.modules) {
-    out.set(path, { a: loraFloat32(m.a), b: loraFloat32(m.b), rank: m.rank, scale: m.scale * scaleMultiplier });
+    const d: LoraDelta = { a: loraFloat32(m.a), b: loraFloat32(m.b), rank: m.rank, scale: m.scale * scaleMultiplier };
+    if (m.magnitude) d.magnitude = m.magnitude;
+    out.set(path, d);
   }
   return out;
 }
@@ -180,7 +189,12 @@ export async function loadLoraAdapter(tree: FileTree, config: ModelConfig, optio
       const a = await readTensor(ckpt, p.a);
       const b = await readTensor(ckpt, p.b);
       byteSize += a.bytes.byteLength + b.bytes.byteLength;
-      modules.set(p.base.path, { ...p.base, rank: p.rank, alpha: p.alpha, scale: p.scale, a, b });
+      const m: LoraModule = { ...p.base, rank: p.rank, alpha: p.alpha, scale: p.scale, a, b };
+      if (p.m) {
+        m.magnitude = loraFloat32(await readTensor(ckpt, p.m));
+        byteSize += m.magnitude.byteLength;
+      }
+      modules.set(p.base.path, m);
     }
     const name = options.name ?? defaultAdapterName(tree.label);
     const adapter: LoraAdapter = {
@@ -189,6 +203,7 @@ export async function loadLoraAdapter(tree: FileTree, config: ModelConfig, optio
       rank: Math.max(...[...modules.values()].map((m) => m.rank)),
       modules,
       byteSize,
+      dora: cfg.useDora,
       targets: summarize(modules.values()),
       baseModelNameOrPath: cfg.baseModelNameOrPath,
       warnings: plan.warnings,
@@ -213,7 +228,7 @@ export function looseModelName(nameOrPath: string): string {
 
 // ---- tensor names ----
 
-type Role = 'A' | 'B';
+type Role = 'A' | 'B' | 'M';
 
 interface ParsedName {
   module: string;
@@ -225,20 +240,21 @@ interface ParsedName {
 
 const LINEAR_KEY = /^base_model\.model\.(.+)\.lora_(A|B)(?:\.([^.]+))?\.weight$/;
 const EMBEDDING_KEY = /^base_model\.model\.(.+)\.lora_embedding_(A|B)(?:\.([^.]+))?$/;
+// peft >= 0.12 saves `lora_magnitude_vector` (it strips the DoraLinearLayer's `.weight`); older files keep it.
+const MAGNITUDE_KEY = /^base_model\.model\.(.+)\.lora_magnitude_vector(?:\.(?!weight$)([^.]+))?(?:\.weight)?$/;
 
 function parseTensorName(name: string): ParsedName | null {
   const lin = LINEAR_KEY.exec(name);
   if (lin) return { module: lin[1]!, role: lin[2] as Role, embedding: false, adapterName: lin[3] ?? null };
   const emb = EMBEDDING_KEY.exec(name);
   if (emb) return { module: emb[1]!, role: emb[2] as Role, embedding: true, adapterName: emb[3] ?? null };
+  const mag = MAGNITUDE_KEY.exec(name);
+  if (mag) return { module: mag[1]!, role: 'M', embedding: false, adapterName: mag[2] ?? null };
   return null;
 }
 
 /** Why a tensor that is not lora_A/B is in the file, when its name tells. */
 function foreignTensor(name: string): { what: string; hint: string } {
-  if (/\.lora_magnitude_vector(\.|$)/.test(name)) {
-    return { what: 'DoRA magnitude vector in the adapter', hint: 'this is a DoRA adapter (use_dora); DoRA is not supported: merge it with peft (`merge_and_unload()`) and load the merged model' };
-  }
   if (/\.lora_B(\.[^.]+)?\.bias$/.test(name)) {
     return { what: 'bias on lora_B (lora_bias) in the adapter', hint: 'LoRA with lora_bias is not supported; merge it with peft and load the merged model' };
   }
@@ -254,6 +270,8 @@ interface ModulePlan {
   base: BaseModule;
   a: TensorInfo;
   b: TensorInfo;
+  /** DoRA magnitude [out]. */
+  m?: TensorInfo;
   rank: number;
   alpha: number;
   scale: number;
@@ -276,8 +294,9 @@ function planAdapter(ckpt: SafetensorsCheckpoint, cfg: PeftLoraConfig, config: M
   const bases = baseLoraModules(config);
   const baseByPath = new Map(bases.map((b) => [b.path, b]));
 
-  // 1. Every stored tensor is a lora_A / lora_B of one adapter; pair them per module.
+  // 1. Every stored tensor is a lora_A / lora_B (or a DoRA magnitude) of one adapter; pair them per module.
   const found = new Map<string, { A?: string; B?: string; embedding: boolean }>();
+  const magnitudes = new Map<string, string>(); // module -> tensor
   const adapterNames = new Map<string | null, string>(); // segment -> first tensor using it
   for (const s of ckpt.stored.values()) {
     const p = parseTensorName(s.name);
@@ -287,6 +306,14 @@ function planAdapter(ckpt: SafetensorsCheckpoint, cfg: PeftLoraConfig, config: M
       continue;
     }
     if (!adapterNames.has(p.adapterName)) adapterNames.set(p.adapterName, s.name);
+    if (p.role === 'M') {
+      const other = magnitudes.get(p.module);
+      if (other !== undefined) {
+        problems.push({ code: 'WEIGHTS_MISMATCH', what: 'two DoRA magnitude vectors for one module', d: { file: s.file, tensor: s.name, expected: 'one adapter per file', found: `also "${other}"`, hint: 'save each adapter to its own folder' } });
+      }
+      magnitudes.set(p.module, s.name);
+      continue;
+    }
     const entry = found.get(p.module) ?? { embedding: p.embedding };
     if (entry.embedding !== p.embedding) {
       problems.push({ code: 'WEIGHTS_MISMATCH', what: 'module has both lora_A/B and lora_embedding_A/B tensors', d: { file: s.file, tensor: s.name, expected: 'one kind per module', found: `also ${entry.A ?? entry.B}` } });
@@ -312,7 +339,12 @@ function planAdapter(ckpt: SafetensorsCheckpoint, cfg: PeftLoraConfig, config: M
   }
 
   // 2. Each module exists in the base, has both matrices, and their shapes fit it.
-  const present: { base: BaseModule; a: TensorInfo; b: TensorInfo; rank: number }[] = [];
+  for (const [module, name] of magnitudes) {
+    if (!found.has(module)) {
+      problems.push({ code: 'WEIGHTS_MISMATCH', what: 'DoRA magnitude vector without lora_A / lora_B', d: { file, tensor: name, expected: `base_model.model.${module}.lora_A.weight and lora_B.weight`, found: 'no such tensors', hint: 'the adapter file is incomplete; save it again' } });
+    }
+  }
+  const present: { base: BaseModule; a: TensorInfo; b: TensorInfo; m?: TensorInfo; rank: number }[] = [];
   for (const [module, { A, B, embedding }] of found) {
     const some = (A ?? B)!;
     const base = baseByPath.get(module);
@@ -355,7 +387,12 @@ function planAdapter(ckpt: SafetensorsCheckpoint, cfg: PeftLoraConfig, config: M
       problems.push({ code: 'WEIGHTS_MISMATCH', what: 'lora_A and lora_B ranks differ', d: { file: b.file, tensor: b.name, expected: `[${base.outFeatures}, ${rank}] (the rank of "${a.name}")`, found: shapeStr(b.shape), hint: 'the adapter file is corrupt; save it again' } });
       continue;
     }
-    present.push({ base, a, b, rank });
+    const magnitude = doraMagnitude(ckpt, cfg, base, magnitudes.get(module), file);
+    if (magnitude && 'problem' in magnitude) {
+      problems.push(magnitude.problem);
+      continue;
+    }
+    present.push({ base, a, b, rank, ...(magnitude ? { m: magnitude.m } : {}) });
   }
 
   // 3. Which of them the config targets (in base order); scales; ranks against the config and maxLoraRank.
@@ -394,7 +431,7 @@ function planAdapter(ckpt: SafetensorsCheckpoint, cfg: PeftLoraConfig, config: M
       });
       continue;
     }
-    modules.push({ base: p.base, a: p.a, b: p.b, rank: p.rank, alpha, scale });
+    modules.push({ base: p.base, a: p.a, b: p.b, ...(p.m ? { m: p.m } : {}), rank: p.rank, alpha, scale });
   }
   throwFirst(problems);
 
@@ -433,6 +470,29 @@ function planAdapter(ckpt: SafetensorsCheckpoint, cfg: PeftLoraConfig, config: M
     warnings.push(`${cfg.file}: the adapter was trained on "${cfg.baseModelNameOrPath}" but the base model is "${options.baseModelName}"; the shapes fit, but the output may not be what the adapter was trained for`);
   }
   return { modules, warnings };
+}
+
+/**
+ * The DoRA magnitude of a present module: required (shape [out]) with use_dora on a Linear, refused on the
+ * embedding (peft's DoraEmbeddingLayer is not served) and without use_dora (peft would ignore it silently).
+ */
+function doraMagnitude(ckpt: SafetensorsCheckpoint, cfg: PeftLoraConfig, base: BaseModule, name: string | undefined, file: string): { m: TensorInfo } | { problem: Problem } | null {
+  if (!cfg.useDora) {
+    if (name === undefined) return null;
+    return { problem: { code: 'WEIGHTS_MISMATCH', what: 'DoRA magnitude vector in an adapter whose config has use_dora false', d: { file, tensor: name, field: 'use_dora', expected: 'use_dora: true in adapter_config.json, or no lora_magnitude_vector tensors', found: 'use_dora false', hint: 'the config and the weights come from different saves' } } };
+  }
+  if (base.kind === 'embedding') {
+    return { problem: { code: 'WEIGHTS_MISMATCH', what: 'DoRA on embed_tokens is not supported', d: { file, tensor: name ?? `base_model.model.${base.path}.lora_embedding_A`, field: 'use_dora', expected: 'DoRA on Linear modules only (q/k/v/o, gate/up/down, lm_head)', found: 'a DoRA embedding', hint: 'merge the adapter into the base with peft (`merge_and_unload()`) and load the merged model' } } };
+  }
+  const expected = `base_model.model.${base.path}.lora_magnitude_vector [${base.outFeatures}]`;
+  if (name === undefined) {
+    return { problem: { code: 'WEIGHTS_MISMATCH', what: 'DoRA module without its magnitude vector', d: { file, tensor: `base_model.model.${base.path}.lora_magnitude_vector`, expected, found: 'no such tensor', hint: 'use_dora is true, so every LoRA module needs one; the adapter file is incomplete' } } };
+  }
+  const m = ckpt.info(name);
+  if (m.shape.length !== 1 || m.shape[0] !== base.outFeatures) {
+    return { problem: { code: 'WEIGHTS_MISMATCH', what: `DoRA magnitude does not fit ${base.path} of the base`, d: { file: m.file, tensor: name, expected, found: shapeStr(m.shape), hint: 'maybe wrong base model?' } } };
+  }
+  return { m };
 }
 
 function unknownModule(file: string, tensor: string, module: string, config: ModelConfig, hint: string): Problem {

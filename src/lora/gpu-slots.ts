@@ -9,7 +9,11 @@
 //   down:    A [S][1][R][pad8(inter)]    B [S][hidden][Rp]
 // and, with `embeddings`, lm_head (A [S][1][R][pad8(hidden)], B [S][vocab][Rp]) and embed_tokens (A [S][R][pad8(vocab)],
 // B [S][hidden][Rp]). ranks: u32 [S][L·7 + 2]: each module's rank in the slot (0 = untouched by that adapter),
-// in LINEAR_MODULES order per layer, then lm_head, embed_tokens. S = maxLoras, R = maxLoraRank, Rp = pad8(R).
+// in LINEAR_MODULES order per layer, then lm_head, embed_tokens, | DORA_FLAG when the module uses DoRA.
+// S = maxLoras, R = maxLoraRank, Rp = pad8(R).
+// DoRA: every B buffer of a Linear group ends with a table f32 [S][rows][4] at word doraWords: per output row n of
+// the slot's module, (m_n, ‖W_n‖², B'_n·P_n, B'_n·(A·Aᵀ)·B'_nᵀ) with B' = scale·B and P = A·Wᵀ, so the matmul gets
+// DoRA's factor m_n / ‖W_n + c·B'_n·A‖ for a request's scale multiplier c as m_n / sqrt(t1 + 2c·t2 + c²·t3).
 
 import { PolyloraError } from '../errors.js';
 import type { DType } from '../io/dtype.js';
@@ -17,6 +21,10 @@ import { DTYPE_BYTES, fromFloat32 } from '../io/dtype.js';
 import type { Gpu } from '../gpu/device.js';
 import { pad8 } from '../gpu/tensors.js';
 import type { ModelConfig } from '../model/config-types.js';
+import type { ModelWeights } from '../model/gpu-weights.js';
+import type { GpuMatrix } from '../gpu/tensors.js';
+import { doraRowStats } from '../kernels/dora.js';
+import { toFloat32 } from '../io/dtype.js';
 import { LINEAR_MODULES, type LinearModule, linearShape } from '../model/weights-spec.js';
 import type { LoraAdapter, LoraModule } from './adapter.js';
 import { loraFloat32 } from './adapter.js';
@@ -35,7 +43,14 @@ export interface SlotGroup {
   B: GPUBuffer[];
   /** Output rows of each member, in order (q, k, v rows for qkv). */
   memberRows: number[];
+  /** u32 word offset of the DoRA table in each B buffer (after the S·rows·Rp B elements). */
+  doraWords: number;
 }
+
+/** Set in a ranks entry when the module applies DoRA (ranks stay below it). */
+export const DORA_FLAG = 1 << 16;
+/** f32 words per output row in the DoRA table. */
+const DORA_ROW = 4;
 
 const GROUPS: { name: GroupName; members: LinearModule[] }[] = [
   { name: 'qkv', members: ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj'] },
@@ -49,11 +64,23 @@ export interface LoraSlotOptions {
   maxRank: number;
   /** Allocate lm_head and embed_tokens slots (large for big vocabularies). */
   embeddings: boolean;
+  /** The base model's weights: DoRA adapters read their row norms from them (prepareDora). */
+  weights?: ModelWeights;
+}
+
+interface SlotImage {
+  a: Uint8Array;
+  b: Uint8Array;
+  rank: number;
+  /** DoRA table rows f32 [rows][4], from prepareDora(). */
+  dora?: Float32Array;
 }
 
 interface Prepared {
   /** Per module path: A image [rank][Kp] and B image [rows][Rp] (scale folded), in the slot dtype. */
-  images: Map<string, { a: Uint8Array; b: Uint8Array; rank: number }>;
+  images: Map<string, SlotImage>;
+  /** prepareDora() has filled every module's table. */
+  doraReady: boolean;
 }
 
 export class LoraSlots {
@@ -73,8 +100,13 @@ export class LoraSlots {
   private readonly prepared = new WeakMap<LoraAdapter, Prepared>();
   private readonly buffers: GPUBuffer[] = [];
 
+  private readonly config: ModelConfig;
+  private readonly weights: ModelWeights | undefined;
+
   constructor(gpu: Gpu, config: ModelConfig, dtype: DType, o: LoraSlotOptions) {
     this.gpu = gpu;
+    this.config = config;
+    this.weights = o.weights;
     this.dtype = dtype;
     this.maxLoras = o.maxLoras;
     this.maxRank = o.maxRank;
@@ -85,8 +117,8 @@ export class LoraSlots {
     const S = o.maxLoras;
     const R = o.maxRank;
     const eb = DTYPE_BYTES[dtype];
-    const alloc = (label: string, elements: number) => {
-      const b = gpu.buffer(label, elements * eb, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    const alloc = (label: string, elements: number, tableRows = 0) => {
+      const b = gpu.buffer(label, elements * eb + tableRows * DORA_ROW * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
       this.buffers.push(b);
       return b;
     };
@@ -98,10 +130,8 @@ export class LoraSlots {
           const Kp = pad8(inF);
           const rows = g.members.map((m) => linearShape(config, m)[0]);
           const label = `lora.L${l}.${g.name}`;
-          const B =
-            g.name === 'gate_up'
-              ? rows.map((n, i) => alloc(`${label}.B${i}`, S * n * this.rankPadded))
-              : [alloc(`${label}.B`, S * rows.reduce((a, b) => a + b, 0) * this.rankPadded)];
+          const bRows = g.name === 'gate_up' ? rows[0]! : rows.reduce((a, b) => a + b, 0);
+          const B = (g.name === 'gate_up' ? rows : [bRows]).map((n, i) => alloc(`${label}.B${i}`, S * n * this.rankPadded, S * n));
           return {
             name: g.name,
             members: g.members.length,
@@ -110,6 +140,7 @@ export class LoraSlots {
             A: alloc(`${label}.A`, S * g.members.length * R * Kp),
             B,
             memberRows: rows,
+            doraWords: (S * bRows * this.rankPadded * eb) / 4,
           };
         }),
       );
@@ -118,10 +149,10 @@ export class LoraSlots {
     const V = config.vocabSize;
     const base = config.numLayers * LINEAR_MODULES.length;
     this.lmHead = o.embeddings
-      ? { name: 'lm_head', members: 1, inPadded: pad8(H), rankBase: base, A: alloc('lora.lm_head.A', S * R * pad8(H)), B: [alloc('lora.lm_head.B', S * V * this.rankPadded)], memberRows: [V] }
+      ? { name: 'lm_head', members: 1, inPadded: pad8(H), rankBase: base, A: alloc('lora.lm_head.A', S * R * pad8(H)), B: [alloc('lora.lm_head.B', S * V * this.rankPadded, S * V)], memberRows: [V], doraWords: (S * V * this.rankPadded * eb) / 4 }
       : null;
     this.embed = o.embeddings
-      ? { name: 'embed', members: 1, inPadded: pad8(V), rankBase: base + 1, A: alloc('lora.embed.A', S * R * pad8(V)), B: [alloc('lora.embed.B', S * H * this.rankPadded)], memberRows: [H] }
+      ? { name: 'embed', members: 1, inPadded: pad8(V), rankBase: base + 1, A: alloc('lora.embed.A', S * R * pad8(V)), B: [alloc('lora.embed.B', S * H * this.rankPadded)], memberRows: [H], doraWords: 0 }
       : null;
     this.ranks = gpu.buffer('lora.ranks', S * this.rankStride * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     this.buffers.push(this.ranks);
@@ -158,19 +189,20 @@ export class LoraSlots {
     const Rp = this.rankPadded;
     const R = this.maxRank;
     const prep = this.prepare(adapter);
+    if (adapter.dora && !prep.doraReady) throw new Error(`LoRA slots: DoRA adapter "${adapter.name}" loaded before prepareDora()`);
     this.rankRow.fill(0);
     const write = (group: SlotGroup, member: number, path: string) => {
       const img = prep.images.get(path);
       if (!img) return;
-      this.rankRow[group.rankBase + member] = img.rank;
+      this.rankRow[group.rankBase + member] = img.rank | (img.dora ? DORA_FLAG : 0);
       q.writeBuffer(group.A, ((slot * group.members + member) * R * group.inPadded) * eb, img.a);
-      if (group.name === 'gate_up') {
-        q.writeBuffer(group.B[member]!, slot * group.memberRows[member]! * Rp * eb, img.b);
-      } else {
-        const total = group.memberRows.reduce((a, b) => a + b, 0);
-        const rowStart = group.memberRows.slice(0, member).reduce((a, b) => a + b, 0);
-        q.writeBuffer(group.B[0]!, (slot * total + rowStart) * Rp * eb, img.b);
-      }
+      // gate_up: one B buffer per member; otherwise the members' rows are stacked in one.
+      const gated = group.name === 'gate_up';
+      const bRows = gated ? group.memberRows[member]! : group.memberRows.reduce((a, b) => a + b, 0);
+      const rowStart = gated ? 0 : group.memberRows.slice(0, member).reduce((a, b) => a + b, 0);
+      const B = group.B[gated ? member : 0]!;
+      q.writeBuffer(B, (slot * bRows + rowStart) * Rp * eb, img.b);
+      if (img.dora) q.writeBuffer(B, group.doraWords * 4 + (slot * bRows + rowStart) * DORA_ROW * 4, img.dora);
     };
     this.layers.forEach((groups, l) => {
       groups.forEach((g, gi) => GROUPS[gi]!.members.forEach((m, mi) => write(g, mi, `model.layers.${l}.${m}`)));
@@ -186,17 +218,93 @@ export class LoraSlots {
     this.gpu.queue.writeBuffer(this.ranks, slot * this.rankStride * 4, this.rankRow);
   }
 
+  /** True when `adapter` can be loaded now (a DoRA adapter needs prepareDora() first). */
+  ready(adapter: LoraAdapter): boolean {
+    return !adapter.dora || this.prepare(adapter).doraReady;
+  }
+
+  /**
+   * Computes a DoRA adapter's tables from the base weights (once per adapter; on the GPU, then a few CPU passes of
+   * rows · rank²). The slot's A and B values are used as the slot holds them (rounded to the slot dtype).
+   */
+  async prepareDora(adapter: LoraAdapter): Promise<void> {
+    const prep = this.prepare(adapter);
+    if (!adapter.dora || prep.doraReady) return;
+    for (const [path, m] of adapter.modules) {
+      const img = prep.images.get(path)!;
+      if (!m.magnitude || img.dora) continue;
+      const { matrix, rowStart } = this.baseRows(m);
+      const r = m.rank;
+      const Kp = pad8(m.inFeatures);
+      const Rp = this.rankPadded;
+      const a = toFloat32(img.a, this.dtype); // [r][Kp]
+      const b = toFloat32(img.b, this.dtype); // [out][Rp], scale folded
+      const stats = await doraRowStats(this.gpu, matrix, rowStart, m.outFeatures, a, r);
+      const gram = new Float64Array(r * r);
+      for (let i = 0; i < r; i++) {
+        for (let j = 0; j <= i; j++) {
+          let d = 0;
+          for (let k = 0; k < Kp; k++) d += a[i * Kp + k]! * a[j * Kp + k]!;
+          gram[i * r + j] = gram[j * r + i] = d;
+        }
+      }
+      const table = new Float32Array(m.outFeatures * DORA_ROW);
+      for (let n = 0; n < m.outFeatures; n++) {
+        const st = n * (1 + r);
+        let bp = 0;
+        let bgb = 0;
+        for (let i = 0; i < r; i++) {
+          const bi = b[n * Rp + i]!;
+          bp += bi * stats[st + 1 + i]!;
+          let gb = 0;
+          for (let j = 0; j < r; j++) gb += gram[i * r + j]! * b[n * Rp + j]!;
+          bgb += bi * gb;
+        }
+        table.set([m.magnitude[n]!, stats[st]!, bp, bgb], n * DORA_ROW);
+      }
+      img.dora = table;
+    }
+    prep.doraReady = true;
+  }
+
+  /** The base matrix a Linear module's rows live in (q/k/v are stacked in one) and their first row. */
+  private baseRows(m: LoraModule): { matrix: GpuMatrix; rowStart: number } {
+    const w = this.weights;
+    if (!w) throw new Error('LoRA slots: DoRA needs the base weights (LoraSlotOptions.weights)');
+    if (m.target === 'lm_head') return { matrix: w.lmHead, rowStart: 0 };
+    const layer = w.layers[m.layer!]!;
+    const c = this.config;
+    switch (m.target) {
+      case 'self_attn.q_proj':
+        return { matrix: layer.qkv, rowStart: 0 };
+      case 'self_attn.k_proj':
+        return { matrix: layer.qkv, rowStart: linearShape(c, 'self_attn.q_proj')[0] };
+      case 'self_attn.v_proj':
+        return { matrix: layer.qkv, rowStart: linearShape(c, 'self_attn.q_proj')[0] + linearShape(c, 'self_attn.k_proj')[0] };
+      case 'self_attn.o_proj':
+        return { matrix: layer.o, rowStart: 0 };
+      case 'mlp.gate_proj':
+        return { matrix: layer.gate, rowStart: 0 };
+      case 'mlp.up_proj':
+        return { matrix: layer.up, rowStart: 0 };
+      case 'mlp.down_proj':
+        return { matrix: layer.down, rowStart: 0 };
+      default:
+        throw new Error(`DoRA on ${m.path} is not supported`);
+    }
+  }
+
   /** Slot images of `adapter` in this dtype: A padded to Kp per row, B restrided to Rp with the scale folded in. */
   private prepare(adapter: LoraAdapter): Prepared {
     let p = this.prepared.get(adapter);
     if (p) return p;
-    p = { images: new Map() };
+    p = { images: new Map(), doraReady: false };
     for (const [path, m] of adapter.modules) p.images.set(path, this.image(m));
     this.prepared.set(adapter, p);
     return p;
   }
 
-  private image(m: LoraModule): { a: Uint8Array; b: Uint8Array; rank: number } {
+  private image(m: LoraModule): SlotImage {
     const r = m.rank;
     const Rp = this.rankPadded;
     const Kp = pad8(m.inFeatures);

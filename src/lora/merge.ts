@@ -258,7 +258,8 @@ function checkFits(base: SafetensorsCheckpoint, name: string, shape: readonly nu
 /**
  * W + s·ΔW, each element summed in f64 and rounded once into `dtype`; W [rows, cols] row-major. Linear: W [out, in],
  * ΔW[o, i] = Σ_r B[o, r]·A[r, i]. Embedding: W [vocab, hidden], ΔW[t, j] = Σ_r B[j, r]·A[r, t] (A [r, vocab],
- * B [hidden, r]). Memory: the output only.
+ * B [hidden, r]). DoRA (Linear only): each row W[o] + s·ΔW[o] is then rescaled to length magnitude[o], as peft's
+ * merge does. Memory: the output and one row.
  */
 function mergeWeight(w: Float32Array, lora: LoraModule, s: number, embedding: boolean, dtype: DType): Uint8Array {
   const a = loraFloat32(lora.a); // [rank, in]
@@ -266,13 +267,17 @@ function mergeWeight(w: Float32Array, lora: LoraModule, s: number, embedding: bo
   const { rank, inFeatures, outFeatures } = lora;
   const out = outputArray(dtype, w.length);
   const store = rounder(dtype);
+  const row = new Float64Array(inFeatures);
   for (let o = 0; o < outFeatures; o++) {
+    let ss = 0;
     for (let i = 0; i < inFeatures; i++) {
       let d = 0;
       for (let r = 0; r < rank; r++) d += b[o * rank + r]! * a[r * inFeatures + i]!;
-      const at = embedding ? i * outFeatures + o : o * inFeatures + i;
-      out[at] = store(w[at]! + s * d);
+      row[i] = w[embedding ? i * outFeatures + o : o * inFeatures + i]! + s * d;
+      ss += row[i]! * row[i]!;
     }
+    const f = lora.magnitude ? lora.magnitude[o]! / Math.sqrt(ss) : 1;
+    for (let i = 0; i < inFeatures; i++) out[embedding ? i * outFeatures + o : o * inFeatures + i] = store(row[i]! * f);
   }
   return new Uint8Array(out.buffer);
 }

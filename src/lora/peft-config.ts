@@ -52,6 +52,8 @@ export interface PeftLoraConfig {
   layersPattern: string[] | null;
   /** ensure_weight_tying (peft >= 0.18): LoRA on tied embed_tokens / lm_head shared between the two. */
   ensureWeightTying: boolean;
+  /** use_dora: every targeted Linear rescales its output rows by a learned magnitude (DoRA). */
+  useDora: boolean;
   baseModelNameOrPath: string | null;
   /** Things to tell the user that do not stop loading. */
   warnings: string[];
@@ -65,12 +67,12 @@ const BASE_CHANGING_INITS = /^(pissa|olora|corda|loftq)/i;
 
 /** What polylora runs, for refusal hints. */
 export const SUPPORTED_SUMMARY =
-  'polylora runs plain LoRA (peft_type "LORA", optionally rsLoRA, rank_pattern / alpha_pattern) on q/k/v/o, ' +
+  'polylora runs LoRA and DoRA (peft_type "LORA", optionally rsLoRA, use_dora, rank_pattern / alpha_pattern) on q/k/v/o, ' +
   'gate/up/down, lm_head and embed_tokens, with bias "none" and no modules_to_save';
 
 /**
  * Parses adapter_config.json (already JSON-decoded). Refuses, naming the field and its value, every setting
- * polylora would otherwise have to ignore: another peft_type, use_dora, bias other than "none", non-empty
+ * polylora would otherwise have to ignore: another peft_type, bias other than "none", non-empty
  * modules_to_save, lora_bias, layer_replication, trainable_token_indices, target_parameters, aLoRA, QALoRA.
  */
 export function parsePeftConfig(json: unknown, file: string): PeftLoraConfig {
@@ -91,9 +93,8 @@ export function parsePeftConfig(json: unknown, file: string): PeftLoraConfig {
   if (isSet('peft_type') && c.peft_type !== 'LORA') {
     throw unsupported('peft_type', '"LORA"', 'not a LoRA adapter', 'AdaLoRA, LoHa, LoKr, IA3, prompt tuning etc. are other methods with other weights');
   }
-  if (c.use_dora === true) {
-    throw unsupported('use_dora', 'false', 'DoRA adapters are not supported', 'DoRA rescales each output row by a learned magnitude and cannot be served as a low-rank delta; merge it into the base with peft (`merge_and_unload()`) and load the merged model instead');
-  }
+  const useDora = c.use_dora ?? false;
+  if (typeof useDora !== 'boolean') throw bad('use_dora', 'invalid use_dora', 'true or false');
   if (isSet('bias') && c.bias !== 'none') {
     throw unsupported('bias', '"none"', 'adapters that train biases are not supported', 'bias "all" / "lora_only" saves bias vectors that polylora would have to apply per adapter; retrain with bias="none", or merge with peft');
   }
@@ -185,6 +186,7 @@ export function parsePeftConfig(json: unknown, file: string): PeftLoraConfig {
     layersToTransform,
     layersPattern,
     ensureWeightTying: c.ensure_weight_tying === true,
+    useDora,
     baseModelNameOrPath: typeof base === 'string' && base !== '' ? base : null,
     warnings,
   };

@@ -154,7 +154,7 @@ export class ModelRunner {
     buffers.push(rot);
     const dims = batch.dims;
 
-    // Multi-LoRA: one scratch s [max(T, R), 4 + 3·rank] reused by every group (shrink, then its matmul).
+    // Multi-LoRA: one scratch s [max(T, R), 8 + 3·rank] reused by every group (shrink, then its matmul).
     const ldS = slots ? S_HEADER + 3 * slots.maxRank : 0;
     const s = slots ? buf('lora.s', Math.max(T, R) * ldS * 4) : dummy;
     const lora = async (group: SlotGroup, input: GPUBuffer, label: string, rows?: 'rows'): Promise<{ shrink: Op[]; mm?: MatmulLora }> => {
@@ -184,6 +184,7 @@ export class ModelRunner {
           n2: qkvBounds ? group.memberRows[0]! + group.memberRows[1]! : total,
           R: slots.maxRank,
           Rp: slots.rankPadded,
+          doraWords: group.doraWords,
           s,
           ldS,
         },

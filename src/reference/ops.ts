@@ -28,6 +28,8 @@ export interface LoraDelta {
   b: Float32Array;
   rank: number;
   scale: number;
+  /** DoRA: each output row j of W + scale·B·A is rescaled to length magnitude[j] (the bias is not). */
+  magnitude?: Float32Array;
 }
 
 /** Rows of the embedding table [vocab, dim] for `ids` -> [ids.length, dim]. */
@@ -72,22 +74,45 @@ export function linear(x: Float32Array, n: number, l: LinearWeights, lora?: Lora
     throw new PolyloraError('INVALID_ARGUMENT', 'linear: input size does not match the layer', { expected: `${n} x ${inF}`, found: `${x.length} values` });
   }
   const shrunk = lora ? loraShrink(x, n, inF, lora) : null;
+  const dora = lora?.magnitude ? doraFactors(l, lora) : null;
   const y = new Float32Array(n * out);
   for (let t = 0; t < n; t++) {
     const xo = t * inF;
     for (let j = 0; j < out; j++) {
       const wo = j * inF;
-      let s = bias ? bias[j]! : 0;
+      let s = 0;
       for (let i = 0; i < inF; i++) s += x[xo + i]! * w[wo + i]!;
       if (lora && shrunk) {
         let d = 0;
         for (let r = 0; r < lora.rank; r++) d += shrunk[t * lora.rank + r]! * lora.b[j * lora.rank + r]!;
         s += lora.scale * d;
       }
-      y[t * out + j] = s;
+      if (dora) s *= dora[j]!;
+      y[t * out + j] = bias ? s + bias[j]! : s;
     }
   }
   return y;
+}
+
+/**
+ * DoRA's per-row factor magnitude[j] / ‖W[j, :] + scale · (B·A)[j, :]‖₂ (peft's DoraLinearLayer, the norm over each
+ * output row's inputs), straight from the definition in f64.
+ */
+export function doraFactors(l: LinearWeights, lora: LoraDelta): Float64Array {
+  const { weight: w, outFeatures: out, inFeatures: inF } = l;
+  const { a, b, rank, scale, magnitude } = lora;
+  const f = new Float64Array(out);
+  for (let j = 0; j < out; j++) {
+    let ss = 0;
+    for (let i = 0; i < inF; i++) {
+      let ba = 0;
+      for (let r = 0; r < rank; r++) ba += b[j * rank + r]! * a[r * inF + i]!;
+      const v = w[j * inF + i]! + scale * ba;
+      ss += v * v;
+    }
+    f[j] = magnitude![j]! / Math.sqrt(ss);
+  }
+  return f;
 }
 
 /** LoRA shrink: x [n, in] · Aᵀ -> [n, rank]. */

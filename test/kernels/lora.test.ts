@@ -1,9 +1,10 @@
 // The multi-LoRA kernels through real LoraSlots (adapters parsed by the real loader, written by LoraSlots.load with
 // their scale folded into B, in the base's dtype), driven as the model runner drives them:
-//   shrink (src/kernels/lora.ts):  s[t, 0] = slot(t),  s[t, 1 + g] = rank_g (u32 bits; NONE rows: header word 0
-//     only),  s[t, 4 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot, g, j, k]  (j < rank_g; nothing else written)
+//   shrink (src/kernels/lora.ts):  s[t, 0] = slot(t),  s[t, 1 + g] = rank_g (u32 bits),  s[t, 4] = mult[t] (NONE
+//     rows: header word 0 only),  s[t, 8 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot, g, j, k]  (j < rank_g; nothing
+//     else written)
 //   matmul with MatmulLora (src/kernels/matmul.ts):  acc[m, n] = Σ_k x·W (+ bias) + Σ_{j < rank_g(n)} B[slot, n, j] ·
-//     s[m, 4 + g(n)·R + j], then the store / add / swiglu epilogue
+//     s[m, 8 + g(n)·R + j], then the store / add / swiglu epilogue
 //   embedding (embedLoraOp):  x[t, n] += Σ_{j < rank} B[slot, n, j] · mult[t] · A[slot, j, ids[t]]
 // for every projection group (qkv with its member boundaries, o, gate_up with SwiGLU, down, lm_head over the sampled
 // rows), checked against the reference `linear(x, n, W, lora)` (unmerged) and against linear with the merged weight
@@ -208,6 +209,7 @@ function expectedS(
     const slot = slotOf[m]!;
     wantHeader[m * S_HEADER] = slot;
     if (slot === NONE) continue;
+    wantHeader[m * S_HEADER + 4] = bitsOf(new Float32Array([mult[m]!]))[0]!;
     for (let g = 0; g < G; g++) {
       const d = deltas(m, g);
       const rank = d?.rank ?? 0;
@@ -381,6 +383,7 @@ async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
       n2: kind === 'qkv' ? rowsOf[0]! + rowsOf[1]! : total,
       R: slots.maxRank,
       Rp: slots.rankPadded,
+      doraWords: group.doraWords,
       s: sBuf,
       ldS,
       sPairsCached: c.sPairsCached,
@@ -538,7 +541,7 @@ describe('slots over time', () => {
         const slotOfBuf = h.storage('slotOf', new Uint32Array(slotOf));
         const multBuf = h.storage('mult', new Float32Array(mult));
         const shrink = await loraShrinkOp(h.gpu(), { label: 'qkv.shrink', slots, group, x: xBuf, s: sBuf, ldS, slotOf: slotOfBuf, mult: multBuf });
-        const lora: MatmulLora = { dtype: 'F32', B: group.B[0]!, bRows: N, n1: rowsOf[0]!, n2: rowsOf[0]! + rowsOf[1]!, R: MAX_RANK, Rp: slots.rankPadded, s: sBuf, ldS };
+        const lora: MatmulLora = { dtype: 'F32', B: group.B[0]!, bRows: N, n1: rowsOf[0]!, n2: rowsOf[0]! + rowsOf[1]!, R: MAX_RANK, Rp: slots.rankPadded, doraWords: group.doraWords, s: sBuf, ldS };
         const dims = { tokens: M, seqs: 1, lora: true };
         const mm = await matmulOp(h.gpu(), { label: 'qkv', W, x: xBuf, y: yBuf, ldy: N, epilogue: 'store', dims: h.dims(dims), dummy: h.dummy(), lora });
         await h.run([shrink, mm], dims);
@@ -608,7 +611,7 @@ describe('slots over time', () => {
       const multBuf = h.storage('mult', new Float32Array([1, 1, 1]));
       const dims = { tokens: M, seqs: 1, lora: false };
       const shrink = await loraShrinkOp(h.gpu(), { label: 'down.shrink', slots, group, x: xBuf, s: sBuf, ldS, slotOf: slotOfBuf, mult: multBuf });
-      const lora: MatmulLora = { dtype: 'F16', B: group.B[0]!, bRows: N, n1: N, n2: N, R: MAX_RANK, Rp: slots.rankPadded, s: sBuf, ldS };
+      const lora: MatmulLora = { dtype: 'F16', B: group.B[0]!, bRows: N, n1: N, n2: N, R: MAX_RANK, Rp: slots.rankPadded, doraWords: group.doraWords, s: sBuf, ldS };
       const mm = await matmulOp(h.gpu(), { label: 'down', W: h.matrix('W', w.bytes, 'F16', N, K), x: xBuf, y: yBuf, ldy: N, epilogue: 'add', dims: h.dims(dims), dummy: h.dummy(), lora });
       await h.run([shrink, mm], dims);
       const want = new Float32Array(M * N);

@@ -309,12 +309,44 @@ describe('refusals', () => {
     expect(e.message).toMatch(/not a PEFT adapter folder/);
   });
 
-  it('use_dora in the config, and a DoRA magnitude vector in the file', async () => {
-    expect((await refused(adapterTree(peftConfig({ use_dora: true }), q0()), config)).field).toBe('use_dora');
-    const mag = { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector', dtype: 'F32' as const, shape: [8], data: new Uint8Array(32) };
-    const e = await refused(adapterTree(peftConfig(), [...q0(), mag]), config);
-    expect(e.tensor).toBe(mag.name);
-    expect(e.message).toMatch(/DoRA/);
+  const magnitude = (module: string, n: number, suffix = '', shape = [n]) => ({
+    name: `base_model.model.${module}.lora_magnitude_vector${suffix}`,
+    dtype: 'F32' as const,
+    shape,
+    data: new Uint8Array(new Float32Array(shape.reduce((a, b) => a * b, 1)).map((_, i) => 1 + i / 8).buffer),
+  });
+  const Q0 = 'model.layers.0.self_attn.q_proj';
+
+  it('DoRA: magnitude vectors under every name peft has saved them, read as f32', async () => {
+    for (const [suffix, seg] of [['', ''], ['.weight', ''], ['.default', '.default'], ['.default.weight', '.default']] as const) {
+      const tensors = [...loraTensors({ module: Q0, rank: 4, inFeatures: 8, outFeatures: 8, adapterName: seg.slice(1) || undefined }).tensors, magnitude(Q0, 8, suffix)];
+      const a = await loadLoraAdapter(adapterTree(peftConfig({ use_dora: true, target_modules: ['q_proj'] }), tensors), config);
+      expect(a.dora, suffix).toBe(true);
+      expect([...a.modules.get(Q0)!.magnitude!]).toEqual(Array.from({ length: 8 }, (_, i) => 1 + i / 8));
+    }
+  });
+
+  it('DoRA: a module without its magnitude, a magnitude of the wrong shape, and one without its lora_A / lora_B', async () => {
+    const dora = peftConfig({ use_dora: true, target_modules: ['q_proj', 'v_proj'] });
+    let e = await refused(adapterTree(dora, q0()), config);
+    expect([e.code, e.tensor, e.found]).toEqual(['WEIGHTS_MISMATCH', `base_model.model.${Q0}.lora_magnitude_vector`, 'no such tensor']);
+    e = await refused(adapterTree(dora, [...q0(), magnitude(Q0, 4)]), config);
+    expect([e.tensor, e.expected, e.found]).toEqual([`base_model.model.${Q0}.lora_magnitude_vector`, `base_model.model.${Q0}.lora_magnitude_vector [8]`, '[4]']);
+    expect(e.hint).toMatch(/wrong base model/);
+    e = await refused(adapterTree(dora, [...q0(), magnitude(Q0, 8, '', [8, 1])]), config);
+    expect(e.found).toBe('[8, 1]');
+    const v0 = 'model.layers.0.self_attn.v_proj';
+    e = await refused(adapterTree(dora, [...q0(), magnitude(Q0, 8), magnitude(v0, 4)]), config);
+    expect([e.tensor, e.message]).toEqual([`base_model.model.${v0}.lora_magnitude_vector`, expect.stringMatching(/without lora_A/)]);
+  });
+
+  it('DoRA: magnitudes in an adapter whose config says use_dora false, and DoRA on embed_tokens', async () => {
+    let e = await refused(adapterTree(peftConfig(), [...q0(), magnitude(Q0, 8)]), config);
+    expect([e.tensor, e.field]).toEqual([`base_model.model.${Q0}.lora_magnitude_vector`, 'use_dora']);
+    const emb = loraTensors({ module: 'model.embed_tokens', rank: 4, inFeatures: 16, outFeatures: 8, embedding: true }).tensors;
+    e = await refused(adapterTree(peftConfig({ use_dora: true, target_modules: ['embed_tokens'] }), [...emb, magnitude('model.embed_tokens', 8)]), config);
+    expect(e.message).toMatch(/DoRA on embed_tokens is not supported/);
+    expect(e.hint).toMatch(/merge_and_unload/);
   });
 
   it('bias, and a trained bias in the file', async () => {

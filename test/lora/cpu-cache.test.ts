@@ -96,13 +96,13 @@ describe('AdapterRegistry', () => {
       maxCpuLoras: 2,
       resolve: async (source) => {
         calls++;
-        return calls === 1 ? adapterTree(peftConfig({ use_dora: true }), []) : tree(source);
+        return calls === 1 ? adapterTree(peftConfig({ bias: 'all' }), []) : tree(source);
       },
     });
     r.register('x', 'flaky');
     const [p1, p2] = [r.get('x'), r.get('x')];
-    await expect(p1).rejects.toMatchObject({ field: 'use_dora' });
-    await expect(p2).rejects.toMatchObject({ field: 'use_dora' });
+    await expect(p1).rejects.toMatchObject({ field: 'bias' });
+    await expect(p2).rejects.toMatchObject({ field: 'bias' });
     expect(r.isCached('x')).toBe(false);
     expect(r.stats.failures).toBe(1);
     expect((await r.get('x')).source).toBe('mem/flaky');

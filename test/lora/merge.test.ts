@@ -119,6 +119,56 @@ describe('merge numerics', () => {
     await merged.close();
   });
 
+  it('DoRA: each merged row is W + s·B·A rescaled to length m (peft\'s merge), rounded once; other tensors untouched', async () => {
+    const baseTree = await sharedTree(g.model_path);
+    const base = await openCheckpoint(baseTree);
+    const H = 128;
+    const modules: [string, number, number][] = [['model.layers.0.self_attn.q_proj', H, H], ['model.layers.1.mlp.down_proj', H, 384]];
+    const tensors: TensorToWrite[] = [];
+    modules.forEach(([module, out, inF], i) => {
+      tensors.push(...loraTensors({ module, rank: 4, inFeatures: inF, outFeatures: out, seed: 30 + i }).tensors);
+      const m = randomValues(out, 40 + i, 1).map((v) => 1.5 + v); // lengths in [0.5, 2.5)
+      tensors.push({ name: `base_model.model.${module}.lora_magnitude_vector`, dtype: 'F32', shape: [out], data: new Uint8Array(m.buffer) });
+    });
+    const out = memorySink();
+    const { adapter } = await mergeModelFolder(baseTree, adapterTree(peftConfig({ use_dora: true, target_modules: ['q_proj', 'down_proj'] }), tensors), out.sink);
+    expect(adapter.dora).toBe(true);
+    const merged = await openCheckpoint(out.tree());
+    for (const name of merged.stored.keys()) {
+      const m = adapter.modules.get(name.replace(/\.weight$/, ''));
+      if (!m) {
+        expect(Buffer.compare(await merged.bytes(name), await base.bytes(name)), name).toBe(0);
+        continue;
+      }
+      const w = await base.float32(name);
+      const [a, b] = [loraFloat32(m.a), loraFloat32(m.b)];
+      const got = await merged.float32(name);
+      const K = m.inFeatures;
+      for (let o = 0; o < m.outFeatures; o++) {
+        const v = new Float64Array(K);
+        let ss = 0;
+        for (let i = 0; i < K; i++) {
+          let d = 0;
+          for (let r = 0; r < m.rank; r++) d += b[o * m.rank + r]! * a[r * K + i]!;
+          v[i] = w[o * K + i]! + m.scale * d;
+          ss += v[i]! * v[i]!;
+        }
+        // Each element is the f64 value rounded once to f32 (2^-24 relative), plus f64 noise far below that.
+        let len = 0;
+        for (let i = 0; i < K; i++) {
+          const want: number = (m.magnitude![o]! * v[i]!) / Math.sqrt(ss);
+          const gotV = got[o * K + i]!;
+          len += gotV * gotV;
+          if (Math.abs(gotV - want) > 2 ** -23 * Math.abs(want)) expect.fail(`${name}[${o}, ${i}]: got ${gotV}, expected ${want}`);
+        }
+        // So the row's length is m to within the same relative error.
+        expect(Math.abs(Math.sqrt(len) - m.magnitude![o]!)).toBeLessThanOrEqual(2 ** -23 * m.magnitude![o]!);
+      }
+    }
+    await base.close();
+    await merged.close();
+  });
+
   it('rounds f64 to bf16 / f16 once, even where f64 -> f32 -> 16 bits would round twice', () => {
     // 1 + 2^-8 + 2^-30: f32 rounds it to 1 + 2^-8, exactly halfway between bf16 neighbours 1 and 1 + 2^-7, and
     // ties-to-even would then give 1; the correct single rounding is up.

@@ -146,7 +146,6 @@ describe('layers_to_transform / layers_pattern', () => {
 
 describe('refusals name the field, its value and what polylora supports', () => {
   const cases: [string, Record<string, unknown>, RegExp][] = [
-    ['use_dora', { use_dora: true }, /DoRA/],
     ['bias', { bias: 'all' }, /bias/],
     ['bias', { bias: 'lora_only' }, /bias/],
     ['modules_to_save', { modules_to_save: ['lm_head'] }, /modules_to_save/],
@@ -163,10 +162,18 @@ describe('refusals name the field, its value and what polylora supports', () => 
       expect(e.field).toBe(field);
       expect(e.found).toBe(JSON.stringify(overrides[field]));
       expect(e.message).toMatch(what);
-      expect(e.message).toMatch(/polylora runs plain LoRA/);
+      expect(e.message).toMatch(/polylora runs LoRA and DoRA/);
       expect(e.message).toContain('mem/adapter_config.json');
     });
   }
+
+  it('use_dora: true and false are read, anything else is refused', () => {
+    expect(parse({ use_dora: true }).useDora).toBe(true);
+    expect(parse({ use_dora: false }).useDora).toBe(false);
+    expect(parse({}).useDora).toBe(false);
+    const e = refusal({ use_dora: 'yes' });
+    expect([e.field, e.found]).toEqual(['use_dora', '"yes"']);
+  });
 
   it('accepts the empty / null forms of the same fields', () => {
     expect(() => parse({ modules_to_save: [], layer_replication: null, lora_bias: false, use_dora: false, bias: 'none', trainable_token_indices: null })).not.toThrow();
