@@ -55,11 +55,11 @@ export default defineConfig({
       {
         extends: true,
         test: {
-          // The kernels and the golden models again on a device created without the subgroups feature, so the
-          // workgroup-memory reductions that Firefox, Safari and older Chrome get are tested too (both Dawn on
-          // lavapipe and Chromium on SwiftShader have subgroups).
+          // The kernels, the golden models and DoRA (its row-statistics kernel) again on a device created without
+          // the subgroups feature, so the workgroup-memory reductions that Firefox, Safari and older Chrome get are
+          // tested too (both Dawn on lavapipe and Chromium on SwiftShader have subgroups).
           name: 'node-no-subgroups',
-          include: ['test/kernels/**/*.test.ts', 'test/model/golden.test.ts', 'test/model/lora-golden.test.ts'],
+          include: ['test/kernels/**/*.test.ts', 'test/model/golden.test.ts', 'test/model/lora-golden.test.ts', 'test/model/dora.test.ts'],
           setupFiles: ['test/setup.node.ts'],
           pool: 'forks',
           provide: { platform: 'node', subgroups: false },
