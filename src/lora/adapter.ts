@@ -258,7 +258,10 @@ function foreignTensor(name: string): { what: string; hint: string } {
   if (/\.lora_B(\.[^.]+)?\.bias$/.test(name)) {
     return { what: 'bias on lora_B (lora_bias) in the adapter', hint: 'LoRA with lora_bias is not supported; merge it with peft and load the merged model' };
   }
-  if (/\.(weight|bias)$/.test(name) && !/\.lora_/.test(name)) {
+  if (/\.bias$/.test(name) && !/\.lora_/.test(name)) {
+    return { what: 'trained bias vector in the adapter (bias "all" / "lora_only")', hint: 'polylora serves only low-rank deltas, not per-adapter biases; retrain with bias="none", or merge the adapter with peft (`merge_and_unload()`) and load the merged model' };
+  }
+  if (/\.weight$/.test(name) && !/\.lora_/.test(name)) {
     return { what: 'full weight in the adapter (modules_to_save or a trained bias?)', hint: 'polylora serves only low-rank deltas; merge the adapter with peft (`merge_and_unload()`) and load the merged model' };
   }
   return { what: 'not a LoRA tensor', hint: 'expected names base_model.model.<module>.lora_A.weight / lora_B.weight (or lora_embedding_A / lora_embedding_B): is this a PEFT LoRA adapter?' };
@@ -435,6 +438,9 @@ function planAdapter(ckpt: SafetensorsCheckpoint, cfg: PeftLoraConfig, config: M
   }
   throwFirst(problems);
 
+  if (cfg.bias !== 'none') {
+    warnings.push(`${cfg.file}: bias is "${cfg.bias}", but the file holds no bias vectors (the base has none to train there), so the adapter is a plain LoRA`);
+  }
   if (dropped.length) {
     warnings.push(`${file}: ${dropped.length} module(s) have LoRA tensors but adapter_config.json does not target them, so they are ignored (as peft does): ${preview(dropped)}`);
   }

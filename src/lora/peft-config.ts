@@ -54,6 +54,8 @@ export interface PeftLoraConfig {
   ensureWeightTying: boolean;
   /** use_dora: every targeted Linear rescales its output rows by a learned magnitude (DoRA). */
   useDora: boolean;
+  /** bias: which base biases were trained ("none" unless the adapter may carry bias vectors). */
+  bias: 'none' | 'all' | 'lora_only';
   baseModelNameOrPath: string | null;
   /** Things to tell the user that do not stop loading. */
   warnings: string[];
@@ -68,12 +70,11 @@ const BASE_CHANGING_INITS = /^(pissa|olora|corda|loftq)/i;
 /** What polylora runs, for refusal hints. */
 export const SUPPORTED_SUMMARY =
   'polylora runs LoRA and DoRA (peft_type "LORA", optionally rsLoRA, use_dora, rank_pattern / alpha_pattern) on q/k/v/o, ' +
-  'gate/up/down, lm_head and embed_tokens, with bias "none" and no modules_to_save';
+  'gate/up/down, lm_head and embed_tokens, with no trained bias vectors and no modules_to_save';
 
 /**
  * Parses adapter_config.json (already JSON-decoded). Refuses, naming the field and its value, every setting
- * polylora would otherwise have to ignore: another peft_type, bias other than "none", non-empty
- * modules_to_save, lora_bias, layer_replication, trainable_token_indices, target_parameters, aLoRA, QALoRA.
+ * polylora would otherwise have to ignore: another peft_type, non-empty modules_to_save, lora_bias, layer_replication, trainable_token_indices, target_parameters, aLoRA, QALoRA.
  */
 export function parsePeftConfig(json: unknown, file: string): PeftLoraConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
@@ -95,9 +96,10 @@ export function parsePeftConfig(json: unknown, file: string): PeftLoraConfig {
   }
   const useDora = c.use_dora ?? false;
   if (typeof useDora !== 'boolean') throw bad('use_dora', 'invalid use_dora', 'true or false');
-  if (isSet('bias') && c.bias !== 'none') {
-    throw unsupported('bias', '"none"', 'adapters that train biases are not supported', 'bias "all" / "lora_only" saves bias vectors that polylora would have to apply per adapter; retrain with bias="none", or merge with peft');
-  }
+  // bias "all" / "lora_only" trains the base's bias vectors; on a base without biases (llama, mistral) there are
+  // none and the file is a plain LoRA. Bias tensors in the file are refused by the adapter loader, by name.
+  const bias = c.bias ?? 'none';
+  if (bias !== 'none' && bias !== 'all' && bias !== 'lora_only') throw bad('bias', 'invalid bias', '"none", "all" or "lora_only"');
   if (Array.isArray(c.modules_to_save) ? c.modules_to_save.length > 0 : isSet('modules_to_save')) {
     throw unsupported('modules_to_save', 'null or []', 'adapters with modules_to_save are not supported', 'those modules are saved as full replacement weights, not a low-rank delta; merge the adapter with peft (`merge_and_unload()`) and load the merged model');
   }
@@ -187,6 +189,7 @@ export function parsePeftConfig(json: unknown, file: string): PeftLoraConfig {
     layersPattern,
     ensureWeightTying: c.ensure_weight_tying === true,
     useDora,
+    bias,
     baseModelNameOrPath: typeof base === 'string' && base !== '' ? base : null,
     warnings,
   };

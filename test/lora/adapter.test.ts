@@ -349,11 +349,16 @@ describe('refusals', () => {
     expect(e.hint).toMatch(/merge_and_unload/);
   });
 
-  it('bias, and a trained bias in the file', async () => {
-    const e = await refused(adapterTree(peftConfig({ bias: 'all' }), q0()), config);
-    expect([e.field, e.found]).toEqual(['bias', '"all"']);
+  it('bias "all" / "lora_only": a file without bias vectors loads as plain LoRA (with a warning), trained biases are refused by name', async () => {
+    for (const b of ['all', 'lora_only']) {
+      const a = await loadLoraAdapter(adapterTree(peftConfig({ bias: b }), q0()), config);
+      expect(a.modules.size).toBe(1);
+      expect(a.warnings.join('\n')).toMatch(new RegExp(`bias is "${b}", but the file holds no bias vectors`));
+    }
     const bias = { name: 'base_model.model.model.layers.0.self_attn.q_proj.bias', dtype: 'F32' as const, shape: [8], data: new Uint8Array(32) };
-    expect((await refused(adapterTree(peftConfig(), [...q0(), bias]), config)).message).toMatch(/full weight in the adapter/);
+    const e = await refused(adapterTree(peftConfig({ bias: 'all' }), [...q0(), bias]), config);
+    expect([e.tensor, e.message]).toEqual([bias.name, expect.stringMatching(/trained bias vector in the adapter/)]);
+    expect(e.hint).toMatch(/bias="none"/);
   });
 
   it('modules_to_save, and a saved full module in the file', async () => {

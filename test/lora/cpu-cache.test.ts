@@ -96,13 +96,13 @@ describe('AdapterRegistry', () => {
       maxCpuLoras: 2,
       resolve: async (source) => {
         calls++;
-        return calls === 1 ? adapterTree(peftConfig({ bias: 'all' }), []) : tree(source);
+        return calls === 1 ? adapterTree(peftConfig({ modules_to_save: ['lm_head'] }), []) : tree(source);
       },
     });
     r.register('x', 'flaky');
     const [p1, p2] = [r.get('x'), r.get('x')];
-    await expect(p1).rejects.toMatchObject({ field: 'bias' });
-    await expect(p2).rejects.toMatchObject({ field: 'bias' });
+    await expect(p1).rejects.toMatchObject({ field: 'modules_to_save' });
+    await expect(p2).rejects.toMatchObject({ field: 'modules_to_save' });
     expect(r.isCached('x')).toBe(false);
     expect(r.stats.failures).toBe(1);
     expect((await r.get('x')).source).toBe('mem/flaky');
@@ -111,8 +111,8 @@ describe('AdapterRegistry', () => {
 
   it('acquire drops its pin when the load fails', async () => {
     const r = new AdapterRegistry({ base: config, maxCpuLoras: 1 });
-    r.register('bad', adapterTree(peftConfig({ bias: 'all' }), []));
-    await expect(r.acquire('bad')).rejects.toThrow(/bias/);
+    r.register('bad', adapterTree(peftConfig({ modules_to_save: ['lm_head'] }), []));
+    await expect(r.acquire('bad')).rejects.toThrow(/modules_to_save/);
     expect(r.pinCount('bad')).toBe(0);
   });
 

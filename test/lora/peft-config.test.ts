@@ -146,8 +146,6 @@ describe('layers_to_transform / layers_pattern', () => {
 
 describe('refusals name the field, its value and what polylora supports', () => {
   const cases: [string, Record<string, unknown>, RegExp][] = [
-    ['bias', { bias: 'all' }, /bias/],
-    ['bias', { bias: 'lora_only' }, /bias/],
     ['modules_to_save', { modules_to_save: ['lm_head'] }, /modules_to_save/],
     ['peft_type', { peft_type: 'ADALORA' }, /not a LoRA adapter/],
     ['lora_bias', { lora_bias: true }, /lora_B/],
@@ -166,6 +164,12 @@ describe('refusals name the field, its value and what polylora supports', () => 
       expect(e.message).toContain('mem/adapter_config.json');
     });
   }
+
+  it('bias: "none", "all" and "lora_only" are read (bias tensors are refused by the loader), anything else is refused', () => {
+    for (const b of ['none', 'all', 'lora_only']) expect(parse({ bias: b }).bias).toBe(b);
+    expect(parse({}).bias).toBe('none');
+    expect([refusal({ bias: 'some' }).field, refusal({ bias: 'some' }).found]).toEqual(['bias', '"some"']);
+  });
 
   it('use_dora: true and false are read, anything else is refused', () => {
     expect(parse({ use_dora: true }).useDora).toBe(true);
