@@ -230,65 +230,43 @@ export class LoraSlots {
   async prepareDora(adapter: LoraAdapter): Promise<void> {
     const prep = this.prepare(adapter);
     if (!adapter.dora || prep.doraReady) return;
-    for (const [path, m] of adapter.modules) {
+    const todo = [...adapter.modules].filter(([path, m]) => m.magnitude && !prep.images.get(path)!.dora);
+    const decoded = todo.map(([path]) => {
       const img = prep.images.get(path)!;
-      if (!m.magnitude || img.dora) continue;
-      const { matrix, rowStart } = this.baseRows(m);
-      const r = m.rank;
-      const Kp = pad8(m.inFeatures);
-      const Rp = this.rankPadded;
-      const a = toFloat32(img.a, this.dtype); // [r][Kp]
-      const b = toFloat32(img.b, this.dtype); // [out][Rp], scale folded
-      const stats = await doraRowStats(this.gpu, matrix, rowStart, m.outFeatures, a, r);
-      const gram = new Float64Array(r * r);
-      for (let i = 0; i < r; i++) {
-        for (let j = 0; j <= i; j++) {
-          let d = 0;
-          for (let k = 0; k < Kp; k++) d += a[i * Kp + k]! * a[j * Kp + k]!;
-          gram[i * r + j] = gram[j * r + i] = d;
-        }
-      }
-      const table = new Float32Array(m.outFeatures * DORA_ROW);
-      for (let n = 0; n < m.outFeatures; n++) {
-        const st = n * (1 + r);
-        let bp = 0;
-        let bgb = 0;
-        for (let i = 0; i < r; i++) {
-          const bi = b[n * Rp + i]!;
-          bp += bi * stats[st + 1 + i]!;
-          let gb = 0;
-          for (let j = 0; j < r; j++) gb += gram[i * r + j]! * b[n * Rp + j]!;
-          bgb += bi * gb;
-        }
-        table.set([m.magnitude[n]!, stats[st]!, bp, bgb], n * DORA_ROW);
-      }
-      img.dora = table;
-    }
+      return { a: toFloat32(img.a, this.dtype), b: toFloat32(img.b, this.dtype) }; // A [r][Kp], B [out][Rp] (scaled)
+    });
+    const stats = await doraRowStats(
+      this.gpu,
+      todo.map(([, m], i) => ({ ...this.baseRows(m), rows: m.outFeatures, A: decoded[i]!.a, rank: m.rank })),
+    );
+    todo.forEach(([path, m], i) => {
+      prep.images.get(path)!.dora = doraTable(m, decoded[i]!.a, decoded[i]!.b, this.rankPadded, stats[i]!);
+    });
     prep.doraReady = true;
   }
 
   /** The base matrix a Linear module's rows live in (q/k/v are stacked in one) and their first row. */
-  private baseRows(m: LoraModule): { matrix: GpuMatrix; rowStart: number } {
+  private baseRows(m: LoraModule): { W: GpuMatrix; rowStart: number } {
     const w = this.weights;
     if (!w) throw new Error('LoRA slots: DoRA needs the base weights (LoraSlotOptions.weights)');
-    if (m.target === 'lm_head') return { matrix: w.lmHead, rowStart: 0 };
+    if (m.target === 'lm_head') return { W: w.lmHead, rowStart: 0 };
     const layer = w.layers[m.layer!]!;
     const c = this.config;
     switch (m.target) {
       case 'self_attn.q_proj':
-        return { matrix: layer.qkv, rowStart: 0 };
+        return { W: layer.qkv, rowStart: 0 };
       case 'self_attn.k_proj':
-        return { matrix: layer.qkv, rowStart: linearShape(c, 'self_attn.q_proj')[0] };
+        return { W: layer.qkv, rowStart: linearShape(c, 'self_attn.q_proj')[0] };
       case 'self_attn.v_proj':
-        return { matrix: layer.qkv, rowStart: linearShape(c, 'self_attn.q_proj')[0] + linearShape(c, 'self_attn.k_proj')[0] };
+        return { W: layer.qkv, rowStart: linearShape(c, 'self_attn.q_proj')[0] + linearShape(c, 'self_attn.k_proj')[0] };
       case 'self_attn.o_proj':
-        return { matrix: layer.o, rowStart: 0 };
+        return { W: layer.o, rowStart: 0 };
       case 'mlp.gate_proj':
-        return { matrix: layer.gate, rowStart: 0 };
+        return { W: layer.gate, rowStart: 0 };
       case 'mlp.up_proj':
-        return { matrix: layer.up, rowStart: 0 };
+        return { W: layer.up, rowStart: 0 };
       case 'mlp.down_proj':
-        return { matrix: layer.down, rowStart: 0 };
+        return { W: layer.down, rowStart: 0 };
       default:
         throw new Error(`DoRA on ${m.path} is not supported`);
     }
@@ -322,4 +300,39 @@ export class LoraSlots {
   destroy(): void {
     for (const b of this.buffers) b.destroy();
   }
+}
+
+/**
+ * A module's DoRA table rows (m_n, ‖W_n‖², B'_n·P_n, B'_n·G·B'_nᵀ) from its row statistics ([‖W_n‖², P_n] per row,
+ * P = A·Wᵀ), A [r][Kp] and B' [out][Rp] as the slot holds them, and G = A·Aᵀ.
+ */
+function doraTable(m: LoraModule, a: Float32Array, b: Float32Array, Rp: number, stats: Float32Array): Float32Array {
+  const r = m.rank;
+  const Kp = a.length / r;
+  const gram = new Float64Array(r * r);
+  for (let i = 0; i < r; i++) {
+    for (let j = 0; j <= i; j++) {
+      let d = 0;
+      for (let k = 0; k < Kp; k++) d += a[i * Kp + k]! * a[j * Kp + k]!;
+      gram[i * r + j] = gram[j * r + i] = d;
+    }
+  }
+  const table = new Float32Array(m.outFeatures * DORA_ROW);
+  for (let n = 0; n < m.outFeatures; n++) {
+    const st = n * (1 + r);
+    let bp = 0;
+    let bgb = 0;
+    for (let i = 0; i < r; i++) {
+      const bi = b[n * Rp + i]!;
+      bp += bi * stats[st + 1 + i]!;
+      let gb = 0;
+      for (let j = 0; j < r; j++) gb += gram[i * r + j]! * b[n * Rp + j]!;
+      bgb += bi * gb;
+    }
+    table[n * DORA_ROW] = m.magnitude![n]!;
+    table[n * DORA_ROW + 1] = stats[st]!;
+    table[n * DORA_ROW + 2] = bp;
+    table[n * DORA_ROW + 3] = bgb;
+  }
+  return table;
 }
