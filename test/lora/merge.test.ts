@@ -7,14 +7,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { mergeCommand, MERGE_USAGE } from '../../src/cli/merge.js';
 import { PolyloraError } from '../../src/errors.js';
-import { openCheckpoint } from '../../src/io/checkpoint.js';
+import { openCheckpoint, type SafetensorsCheckpoint } from '../../src/io/checkpoint.js';
 import { bf16ToF32, f16ToF32, fromFloat32, toFloat32 } from '../../src/io/dtype.js';
 import { writeSafetensors, type TensorToWrite } from '../../src/io/safetensors-write.js';
 import { memoryTree, type FileTree } from '../../src/io/source.js';
 import { parseModelConfig } from '../../src/model/config.js';
 import { dirTree } from '../../src/platform/node-files.js';
 import { EMBED_TOKENS, LM_HEAD, expectedTensors } from '../../src/model/weights-spec.js';
-import { loraFloat32 } from '../../src/lora/adapter.js';
+import { loraFloat32, type LoraAdapter } from '../../src/lora/adapter.js';
 import { mergeModelFolder, roundOnce } from '../../src/lora/merge.js';
 import { ReferenceModel } from '../../src/reference/model.js';
 import { greedy } from '../../src/reference/sampling.js';
@@ -89,6 +89,21 @@ describe('polylora merge: the TinyStories adapters reproduce golden.json', () =>
   }
 });
 
+/**
+ * The adapted tensors of a merge, with the base weight, the adapter's A and B and the merged values; checks on the
+ * way that every other tensor is byte-identical to the base's.
+ */
+async function* adaptedTensors(base: SafetensorsCheckpoint, merged: SafetensorsCheckpoint, adapter: LoraAdapter) {
+  for (const name of merged.stored.keys()) {
+    const m = adapter.modules.get(name.replace(/\.weight$/, ''));
+    if (!m) {
+      expect(Buffer.compare(await merged.bytes(name), await base.bytes(name)), name).toBe(0);
+      continue;
+    }
+    yield { name, m, w: await base.float32(name), a: loraFloat32(m.a), b: loraFloat32(m.b), got: await merged.float32(name) };
+  }
+}
+
 describe('merge numerics', () => {
   it('W + s·B·A for every adapted tensor, rounded once; untouched tensors byte-identical', async () => {
     const baseTree = await sharedTree(g.model_path);
@@ -96,15 +111,8 @@ describe('merge numerics', () => {
     const out = memorySink();
     const { adapter: pirate } = await mergeModelFolder(baseTree, await sharedTree(g.adapters.pirate!.path), out.sink);
     const merged = await openCheckpoint(out.tree());
-    for (const name of base.stored.keys()) {
-      const m = pirate.modules.get(name.replace(/\.weight$/, ''));
-      if (!m) {
-        expect(Buffer.compare(await merged.bytes(name), await base.bytes(name)), name).toBe(0);
-        continue;
-      }
-      const w = await base.float32(name);
-      const [a, b] = [loraFloat32(m.a), loraFloat32(m.b)];
-      const got = await merged.float32(name);
+    expect([...merged.stored.keys()].sort()).toEqual([...base.stored.keys()].sort());
+    for await (const { name, m, w, a, b, got } of adaptedTensors(base, merged, pirate)) {
       for (let o = 0; o < m.outFeatures; o++) {
         for (let i = 0; i < m.inFeatures; i++) {
           let d = 0;
@@ -134,15 +142,7 @@ describe('merge numerics', () => {
     const { adapter } = await mergeModelFolder(baseTree, adapterTree(peftConfig({ use_dora: true, target_modules: ['q_proj', 'down_proj'] }), tensors), out.sink);
     expect(adapter.dora).toBe(true);
     const merged = await openCheckpoint(out.tree());
-    for (const name of merged.stored.keys()) {
-      const m = adapter.modules.get(name.replace(/\.weight$/, ''));
-      if (!m) {
-        expect(Buffer.compare(await merged.bytes(name), await base.bytes(name)), name).toBe(0);
-        continue;
-      }
-      const w = await base.float32(name);
-      const [a, b] = [loraFloat32(m.a), loraFloat32(m.b)];
-      const got = await merged.float32(name);
+    for await (const { name, m, w, a, b, got } of adaptedTensors(base, merged, adapter)) {
       const K = m.inFeatures;
       for (let o = 0; o < m.outFeatures; o++) {
         const v = new Float64Array(K);
