@@ -1,6 +1,6 @@
-// DoRA (use_dora) end to end on the GPU, on the TinyStories base in F32 and in a BF16 copy (converted in the test;
-// the adapters' tensors are then written in BF16 too, so the slots hold exactly what the reference reads). Two DoRA
-// adapters, built in memory:
+// DoRA (use_dora) end to end on the GPU, on the TinyStories base in F32 and in BF16 and F16 copies (converted in
+// the test; the adapters' tensors are then written in that dtype too, so the slots hold exactly what the reference
+// reads). Two DoRA adapters, built in memory:
 // - zara-dora: the shared zara adapter (all seven projections of both layers, rank 8, its trained non-zero B) plus a
 //   magnitude per module, m_n = ‖W_n + s·(B·A)_n‖ · u_n with u_n uniform in [0.8, 1.2], so every output row is
 //   rescaled by DoRA by up to ±20 % and the result differs from zara's plain LoRA;
@@ -155,7 +155,7 @@ function compareGreedy(got: { tokenIds: number[]; logprobs: number[] }, want: Gr
   return n;
 }
 
-for (const dt of ['F32', 'BF16'] as DType[]) {
+for (const dt of ['F32', 'BF16', 'F16'] as DType[]) {
   describe(`DoRA adapters on the GPU, ${dt} base`, () => {
     beforeAll(async () => {
       dtype = dt;
