@@ -79,8 +79,6 @@ interface SlotImage {
 interface Prepared {
   /** Per module path: A image [rank][Kp] and B image [rows][Rp] (scale folded), in the slot dtype. */
   images: Map<string, SlotImage>;
-  /** prepareDora() has filled every module's table. */
-  doraReady: boolean;
 }
 
 export class LoraSlots {
@@ -100,12 +98,10 @@ export class LoraSlots {
   private readonly prepared = new WeakMap<LoraAdapter, Prepared>();
   private readonly buffers: GPUBuffer[] = [];
 
-  private readonly config: ModelConfig;
   private readonly weights: ModelWeights | undefined;
 
   constructor(gpu: Gpu, config: ModelConfig, dtype: DType, o: LoraSlotOptions) {
     this.gpu = gpu;
-    this.config = config;
     this.weights = o.weights;
     this.dtype = dtype;
     this.maxLoras = o.maxLoras;
@@ -189,18 +185,15 @@ export class LoraSlots {
     const Rp = this.rankPadded;
     const R = this.maxRank;
     const prep = this.prepare(adapter);
-    if (adapter.dora && !prep.doraReady) throw new Error(`LoRA slots: DoRA adapter "${adapter.name}" loaded before prepareDora()`);
+    if (!this.ready(adapter)) throw new Error(`LoRA slots: DoRA adapter "${adapter.name}" loaded before prepareDora()`);
     this.rankRow.fill(0);
     const write = (group: SlotGroup, member: number, path: string) => {
       const img = prep.images.get(path);
       if (!img) return;
       this.rankRow[group.rankBase + member] = img.rank | (img.dora ? DORA_FLAG : 0);
       q.writeBuffer(group.A, ((slot * group.members + member) * R * group.inPadded) * eb, img.a);
-      // gate_up: one B buffer per member; otherwise the members' rows are stacked in one.
-      const gated = group.name === 'gate_up';
-      const bRows = gated ? group.memberRows[member]! : group.memberRows.reduce((a, b) => a + b, 0);
-      const rowStart = gated ? 0 : group.memberRows.slice(0, member).reduce((a, b) => a + b, 0);
-      const B = group.B[gated ? member : 0]!;
+      const { index, rows: bRows, rowStart } = memberLayout(group, member);
+      const B = group.B[index]!;
       q.writeBuffer(B, (slot * bRows + rowStart) * Rp * eb, img.b);
       if (img.dora) q.writeBuffer(B, group.doraWords * 4 + (slot * bRows + rowStart) * DORA_ROW * 4, img.dora);
     };
@@ -220,7 +213,10 @@ export class LoraSlots {
 
   /** True when `adapter` can be loaded now (a DoRA adapter needs prepareDora() first). */
   ready(adapter: LoraAdapter): boolean {
-    return !adapter.dora || this.prepare(adapter).doraReady;
+    if (!adapter.dora) return true;
+    const prep = this.prepare(adapter);
+    for (const [path, m] of adapter.modules) if (m.magnitude && !prep.images.get(path)!.dora) return false;
+    return true;
   }
 
   /**
@@ -229,8 +225,8 @@ export class LoraSlots {
    */
   async prepareDora(adapter: LoraAdapter): Promise<void> {
     const prep = this.prepare(adapter);
-    if (!adapter.dora || prep.doraReady) return;
     const todo = [...adapter.modules].filter(([path, m]) => m.magnitude && !prep.images.get(path)!.dora);
+    if (todo.length === 0) return;
     const decoded = todo.map(([path]) => {
       const img = prep.images.get(path)!;
       return { a: toFloat32(img.a, this.dtype), b: toFloat32(img.b, this.dtype) }; // A [r][Kp], B [out][Rp] (scaled)
@@ -242,41 +238,26 @@ export class LoraSlots {
     todo.forEach(([path, m], i) => {
       prep.images.get(path)!.dora = doraTable(m, decoded[i]!.a, decoded[i]!.b, this.rankPadded, stats[i]!);
     });
-    prep.doraReady = true;
   }
 
-  /** The base matrix a Linear module's rows live in (q/k/v are stacked in one) and their first row. */
+  /** The base matrix a Linear module's rows live in (q/k/v are stacked in one, as in the slots' B) and their first row. */
   private baseRows(m: LoraModule): { W: GpuMatrix; rowStart: number } {
     const w = this.weights;
     if (!w) throw new Error('LoRA slots: DoRA needs the base weights (LoraSlotOptions.weights)');
     if (m.target === 'lm_head') return { W: w.lmHead, rowStart: 0 };
+    const gi = GROUPS.findIndex((g) => g.members.includes(m.target as LinearModule));
+    if (gi < 0) throw new Error(`DoRA on ${m.path} is not supported`);
+    const member = GROUPS[gi]!.members.indexOf(m.target as LinearModule);
     const layer = w.layers[m.layer!]!;
-    const c = this.config;
-    switch (m.target) {
-      case 'self_attn.q_proj':
-        return { W: layer.qkv, rowStart: 0 };
-      case 'self_attn.k_proj':
-        return { W: layer.qkv, rowStart: linearShape(c, 'self_attn.q_proj')[0] };
-      case 'self_attn.v_proj':
-        return { W: layer.qkv, rowStart: linearShape(c, 'self_attn.q_proj')[0] + linearShape(c, 'self_attn.k_proj')[0] };
-      case 'self_attn.o_proj':
-        return { W: layer.o, rowStart: 0 };
-      case 'mlp.gate_proj':
-        return { W: layer.gate, rowStart: 0 };
-      case 'mlp.up_proj':
-        return { W: layer.up, rowStart: 0 };
-      case 'mlp.down_proj':
-        return { W: layer.down, rowStart: 0 };
-      default:
-        throw new Error(`DoRA on ${m.path} is not supported`);
-    }
+    const W = [layer.qkv, layer.o, member === 0 ? layer.gate : layer.up, layer.down][gi]!;
+    return { W, rowStart: memberLayout(this.layers[m.layer!]![gi]!, member).rowStart };
   }
 
   /** Slot images of `adapter` in this dtype: A padded to Kp per row, B restrided to Rp with the scale folded in. */
   private prepare(adapter: LoraAdapter): Prepared {
     let p = this.prepared.get(adapter);
     if (p) return p;
-    p = { images: new Map(), doraReady: false };
+    p = { images: new Map() };
     for (const [path, m] of adapter.modules) p.images.set(path, this.image(m));
     this.prepared.set(adapter, p);
     return p;
@@ -300,6 +281,16 @@ export class LoraSlots {
   destroy(): void {
     for (const b of this.buffers) b.destroy();
   }
+}
+
+/**
+ * Where member `member` of `group` sits in its B buffer: gate and up have one buffer each; q/k/v (stacked like the
+ * base's qkv matrix) share one, member after member. Returns the buffer index, its rows per slot, the member's first row.
+ */
+function memberLayout(group: SlotGroup, member: number): { index: number; rows: number; rowStart: number } {
+  if (group.name === 'gate_up') return { index: member, rows: group.memberRows[member]!, rowStart: 0 };
+  const before = group.memberRows.slice(0, member).reduce((a, b) => a + b, 0);
+  return { index: 0, rows: group.memberRows.reduce((a, b) => a + b, 0), rowStart: before };
 }
 
 /**

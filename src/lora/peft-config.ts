@@ -74,7 +74,8 @@ export const SUPPORTED_SUMMARY =
 
 /**
  * Parses adapter_config.json (already JSON-decoded). Refuses, naming the field and its value, every setting
- * polylora would otherwise have to ignore: another peft_type, non-empty modules_to_save, lora_bias, layer_replication, trainable_token_indices, target_parameters, aLoRA, QALoRA.
+ * polylora would otherwise have to ignore: another peft_type, non-empty modules_to_save, lora_bias,
+ * layer_replication, trainable_token_indices, target_parameters, aLoRA, QALoRA.
  */
 export function parsePeftConfig(json: unknown, file: string): PeftLoraConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
