@@ -12,10 +12,11 @@
 //   logprob[s] = log softmax(raw logits)[token]: the model's own log-probability, before penalties, temperature
 //   and truncation; with topN > 0 also the topN most likely tokens (raw; ties: lower index first) and logprobs.
 //   A scoring row (score != NONE, for prompt logprobs) takes token = score instead of choosing one.
-// Penalties change l before everything above (vLLM's order), for the tokens listed in pen[penStart, +penLen) as
-// (id, count | inPrompt << 31): repetition (l > 0 ? l / rep : l · rep, for tokens of the prompt or output), then
-// l -= frequency · count + presence · (count > 0) (count: occurrences in the output). They are applied to the logits
-// in place (this kernel runs last on them).
+// Logit biases and penalties change l before everything above (vLLM's order), for the tokens listed in
+// pen[penStart, +penLen) as (id, count | inPrompt << 31 | biasOnly << 30, bias (f32 bits), 0), one entry per token:
+// first l += bias, then, unless biasOnly, repetition (l > 0 ? l / rep : l · rep, for tokens of the prompt or output)
+// and l -= frequency · count + presence · (count > 0) (count: occurrences in the output). They are applied to the
+// logits in place (this kernel runs last on them).
 // Thresholds are found exactly over the bits of order-preserving float keys, 4 bits per pass (8 passes each).
 // Dispatch (S).
 
@@ -43,13 +44,15 @@ struct SeqSampling {
 
 const MAX_TOPN: u32 = 20u;
 const IN_PROMPT: u32 = 0x80000000u;
+const BIAS_ONLY: u32 = 0x40000000u;
+const COUNT_MASK: u32 = 0x3fffffffu;
 
 @group(0) @binding(1) var<uniform> p: Params;
 @group(0) @binding(2) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(3) var<storage, read> sp: array<SeqSampling>;
 @group(0) @binding(4) var<storage, read_write> outTokens: array<u32>;
 @group(0) @binding(5) var<storage, read_write> outLogprobs: array<f32>;
-@group(0) @binding(6) var<storage, read> pen: array<vec2<u32>>;
+@group(0) @binding(6) var<storage, read> pen: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read_write> topIds: array<u32>; // [S, MAX_TOPN]
 @group(0) @binding(8) var<storage, read_write> topLps: array<f32>; // [S, MAX_TOPN]
 
@@ -143,10 +146,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     prevI = idx;
   }
 
-  // 2. Penalties, in place.
+  // 2. Biases and penalties, in place.
   for (var j = tid; j < sp_.penLen; j += WG) {
     let e = pen[sp_.penStart + j];
-    logits[row + e.x] = penalize(logits[row + e.x], e.y, sp_);
+    logits[row + e.x] = penalize(logits[row + e.x], e, sp_);
   }
   storageBarrier();
   workgroupBarrier();
@@ -175,7 +178,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var raw = logits[row + tok];
     for (var j = 0u; j < sp_.penLen; j++) {
       let e = pen[sp_.penStart + j];
-      if (e.x == tok) { raw = unpenalize(raw, e.y, sp_); }
+      if (e.x == tok) { raw = unpenalize(raw, e, sp_); }
     }
     outLogprobs[s] = raw - lse;
   }
@@ -188,19 +191,23 @@ fn localMax(row: u32, tid: u32) -> f32 {
   return m;
 }
 
-fn penalize(l: f32, e: u32, q: SeqSampling) -> f32 {
-  let count = f32(e & ~IN_PROMPT);
-  var v = l;
+fn penalize(l: f32, e: vec4<u32>, q: SeqSampling) -> f32 {
+  var v = l + bitcast<f32>(e.z);
+  if ((e.y & BIAS_ONLY) != 0u) { return v; }
+  let count = f32(e.y & COUNT_MASK);
   if (q.repetition != 1.0) { v = select(v * q.repetition, v / q.repetition, v > 0.0); }
   return v - q.frequency * count - select(0.0, q.presence, count > 0.0);
 }
 
-// The raw logit back from a penalized one (for the sampled token's logprob).
-fn unpenalize(v: f32, e: u32, q: SeqSampling) -> f32 {
-  let count = f32(e & ~IN_PROMPT);
-  let w = v + q.frequency * count + select(0.0, q.presence, count > 0.0);
-  if (q.repetition == 1.0) { return w; }
-  return select(w / q.repetition, w * q.repetition, w > 0.0);
+// The raw logit back from a biased and penalized one (for the sampled token's logprob).
+fn unpenalize(v: f32, e: vec4<u32>, q: SeqSampling) -> f32 {
+  var w = v;
+  if ((e.y & BIAS_ONLY) == 0u) {
+    let count = f32(e.y & COUNT_MASK);
+    w += q.frequency * count + select(0.0, q.presence, count > 0.0);
+    if (q.repetition != 1.0) { w = select(w / q.repetition, w * q.repetition, w > 0.0); }
+  }
+  return w - bitcast<f32>(e.z);
 }
 
 // Temperature, top-k, top-p, min-p and the seeded inverse CDF (the contract above); mx = max scaled logit.

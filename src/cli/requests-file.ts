@@ -4,7 +4,8 @@
 // Line format (snake_case, as vLLM's offline batch files):
 //   {"prompt_ids": [1, 2, 3]} or {"prompt": "text"},
 //   "lora": "<dir|org/name>" | null, "lora_scale": 1.0, "max_tokens": N, "temperature": 0, "top_p", "top_k",
-//   "min_p", "seed", "stop": [...], "ignore_eos", "arrival_ms": delay after the start before it is submitted.
+//   "min_p", "seed", "stop": [...], "ignore_eos", "presence_penalty", "frequency_penalty", "repetition_penalty",
+//   "logit_bias": {"<token id>": bias}, "arrival_ms": delay after the start before it is submitted.
 
 import { readFile } from 'node:fs/promises';
 import { PolyloraError, isPolyloraError } from '../errors.js';
@@ -41,6 +42,7 @@ const KNOWN = new Set([
   'presence_penalty',
   'frequency_penalty',
   'repetition_penalty',
+  'logit_bias',
 ]);
 
 /** Parses the file; each line is a request or a BadLine (blank lines and lines starting with # are skipped). */
@@ -116,6 +118,10 @@ function parseLine(raw: string, line: number, defaults: SamplingParams, file: st
   if (stop !== undefined && (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string'))) {
     throw new PolyloraError('INVALID_ARGUMENT', 'bad stop', { file: where, field: 'stop', expected: 'an array of strings' });
   }
+  const logitBias = j.logit_bias;
+  if (logitBias !== undefined && (logitBias === null || typeof logitBias !== 'object' || Array.isArray(logitBias))) {
+    throw new PolyloraError('INVALID_ARGUMENT', 'bad logit_bias', { file: where, field: 'logit_bias', expected: 'an object mapping token ids to biases' });
+  }
   const arrivalMs = num('arrival_ms') ?? 0;
   if (arrivalMs < 0) throw new PolyloraError('INVALID_ARGUMENT', 'negative arrival_ms', { file: where, field: 'arrival_ms' });
   return {
@@ -135,6 +141,7 @@ function parseLine(raw: string, line: number, defaults: SamplingParams, file: st
       presencePenalty: num('presence_penalty'),
       frequencyPenalty: num('frequency_penalty'),
       repetitionPenalty: num('repetition_penalty'),
+      logitBias: logitBias as Record<number, number> | undefined,
       stop: stop as string[] | undefined,
       ignoreEos: j.ignore_eos === undefined ? defaults.ignoreEos : j.ignore_eos === true,
     },

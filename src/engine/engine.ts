@@ -138,7 +138,7 @@ export class Engine {
   ): RequestStream[] {
     if (this.closed) throw new PolyloraError('INVALID_ARGUMENT', 'the engine is closed');
     const first = streams?.[0] ?? new RequestStream(`req-${this.nextId++}`);
-    const sampling = resolveSampling(params, `request ${first.requestId}`);
+    const sampling = resolveSampling(params, `request ${first.requestId}`, this.runner.config.vocabSize);
     this.checkPrompt(first.requestId, promptIds);
     const group: Active[] = [];
     for (let i = 0; i < sampling.n; i++) {

@@ -2,6 +2,7 @@
 // checked once when a request is added: an out-of-range value is an error naming the field.
 
 import { PolyloraError } from '../errors.js';
+import { MAX_LOGIT_BIAS } from '../kernels/sample.js';
 
 export interface SamplingParams {
   /** Tokens to generate at most (default 16, as vLLM). */
@@ -37,6 +38,12 @@ export interface SamplingParams {
    * alternatives (vLLM's prompt_logprobs; OpenAI's echo + logprobs). Default: off.
    */
   promptLogprobs?: number;
+  /**
+   * Added to the logits of these token ids before penalties and sampling (OpenAI's and vLLM's logit_bias), clamped to
+   * [-100, 100] as vLLM does; -100 all but bans a token, +100 all but forces it. At most MAX_LOGIT_BIAS entries.
+   * Logprobs stay those of the model (before the bias), as vLLM reports them.
+   */
+  logitBias?: Record<number, number> | Map<number, number>;
 }
 
 export interface ResolvedSampling {
@@ -55,12 +62,17 @@ export interface ResolvedSampling {
   repetitionPenalty: number;
   n: number;
   promptLogprobs: number; // -1 = off
+  logitBias: Map<number, number> | null; // token id -> bias (clamped), null when none
 }
 
 /** Most top-N logprobs a request may ask for (OpenAI allows up to 20). */
 export const MAX_TOP_LOGPROBS = 20;
 
-export function resolveSampling(p: SamplingParams = {}, where = 'sampling params'): ResolvedSampling {
+/** vLLM clamps logit_bias values to this range (OpenAI's documented one). */
+const LOGIT_BIAS_LIMIT = 100;
+
+/** `vocabSize`: when known, logit_bias keys must be ids below it. */
+export function resolveSampling(p: SamplingParams = {}, where = 'sampling params', vocabSize?: number): ResolvedSampling {
   const bad = (field: string, expected: string, found: unknown): never => {
     throw new PolyloraError('INVALID_ARGUMENT', `invalid ${where}`, { field, expected, found: JSON.stringify(found) });
   };
@@ -88,6 +100,7 @@ export function resolveSampling(p: SamplingParams = {}, where = 'sampling params
   const repetitionPenalty = num('repetitionPenalty', 1, (v) => v > 0 && v <= 10, 'a number in (0, 10]');
   const n = num('n', 1, (v) => Number.isInteger(v) && v >= 1 && v <= 64, 'an integer in [1, 64]');
   const promptLogprobs = num('promptLogprobs', -1, (v) => Number.isInteger(v) && v >= 0 && v <= MAX_TOP_LOGPROBS, `an integer in [0, ${MAX_TOP_LOGPROBS}]`);
+  const logitBias = resolveLogitBias(p.logitBias, vocabSize, bad);
   return {
     maxTokens,
     temperature,
@@ -104,5 +117,29 @@ export function resolveSampling(p: SamplingParams = {}, where = 'sampling params
     repetitionPenalty,
     n,
     promptLogprobs,
+    logitBias,
   };
+}
+
+/** logit_bias as a map of token id -> clamped bias (keys may be numeric strings, as in OpenAI's JSON). */
+function resolveLogitBias(
+  raw: SamplingParams['logitBias'],
+  vocabSize: number | undefined,
+  bad: (field: string, expected: string, found: unknown) => never,
+): Map<number, number> | null {
+  if (raw === undefined || raw === null) return null;
+  if (typeof raw !== 'object' || Array.isArray(raw)) bad('logitBias', 'an object mapping token ids to biases', raw);
+  const entries = raw instanceof Map ? [...raw.entries()] : Object.entries(raw);
+  if (entries.length > MAX_LOGIT_BIAS) bad('logitBias', `at most ${MAX_LOGIT_BIAS} entries`, `${entries.length} entries`);
+  const out = new Map<number, number>();
+  const idRule = vocabSize === undefined ? 'an integer token id >= 0' : `an integer token id in [0, ${vocabSize})`;
+  for (const [key, value] of entries) {
+    const id = typeof key === 'number' ? key : /^\d+$/.test(String(key)) ? Number(key) : NaN;
+    if (!Number.isInteger(id) || id < 0 || (vocabSize !== undefined && id >= vocabSize)) {
+      bad(`logitBias[${String(key)}]`, `${idRule} as the key (hint: ids come from the model's tokenizer)`, key);
+    }
+    if (typeof value !== 'number' || !Number.isFinite(value)) bad(`logitBias[${String(key)}]`, 'a finite number', value);
+    if (value !== 0) out.set(id, Math.min(LOGIT_BIAS_LIMIT, Math.max(-LOGIT_BIAS_LIMIT, value)));
+  }
+  return out.size > 0 ? out : null;
 }

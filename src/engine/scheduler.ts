@@ -11,7 +11,7 @@ import type { KvPool } from '../kv/kv-pool.js';
 import type { SlotPool } from '../lora/slot-pool.js';
 import type { StepBatch } from '../model/step-batch.js';
 import type { StepResult } from '../model/runner.js';
-import { MAX_TOPN } from '../kernels/sample.js';
+import { MAX_TOPN, PEN_BIAS_ONLY } from '../kernels/sample.js';
 import type { Sequence } from './sequence.js';
 
 /** slotOf value of a token that runs the base model only. */
@@ -424,13 +424,11 @@ export class Scheduler {
     b.rowMult[row] = mult;
     const sp = seq.sampling;
     const penStart = b.penaltyEntries;
-    // A scoring row's token is given and its logprobs are of the raw logits: penalties would change nothing.
-    if (seq.penalties && score === undefined) {
-      for (const [id, v] of seq.penalties) {
-        b.penalties[2 * b.penaltyEntries] = id;
-        b.penalties[2 * b.penaltyEntries + 1] = v;
-        b.penaltyEntries++;
-      }
+    // A scoring row's token is given and its logprobs are of the raw logits: penalties and biases would change nothing.
+    if (score === undefined) {
+      const bias = sp.logitBias;
+      if (seq.penalties) for (const [id, v] of seq.penalties) b.addPenaltyEntry(id, v, bias?.get(id) ?? 0);
+      if (bias) for (const [id, v] of bias) if (!seq.penalties?.has(id)) b.addPenaltyEntry(id, PEN_BIAS_ONLY, v);
     }
     b.setSampling(row, {
       temperature: sp.temperature,

@@ -16,8 +16,16 @@ const PARAMS = {
 export const SEQ_SAMPLING_BYTES = 64;
 /** Top logprobs per row the kernel can report (MAX_TOPN in sample.wgsl). */
 export const MAX_TOPN = 20;
-/** Flag in a penalty entry's count word: the token occurs in the prompt (repetition penalty). */
+/**
+ * A row's penalty list holds one entry per token it changes, PEN_WORDS u32 each: (token id, count | flags, logit bias
+ * as f32 bits, 0). Flags in the count word: PEN_IN_PROMPT, the token occurs in the prompt (repetition penalty);
+ * PEN_BIAS_ONLY, the entry only carries a logit bias (no penalty applies to the token).
+ */
+export const PEN_WORDS = 4;
 export const PEN_IN_PROMPT = 0x80000000;
+export const PEN_BIAS_ONLY = 0x40000000;
+/** Most logit_bias entries per request (so a step's list has a bound). */
+export const MAX_LOGIT_BIAS = 1024;
 
 export interface RowSampling {
   temperature: number;
@@ -63,7 +71,7 @@ export interface SampleSpec {
   ld: number;
   logits: GPUBuffer;
   sampling: GPUBuffer;
-  /** Penalty entries (id, count | PEN_IN_PROMPT) as u32 pairs. */
+  /** Penalty and logit-bias entries, PEN_WORDS u32 each. */
   penalties: GPUBuffer;
   tokens: GPUBuffer;
   logprobs: GPUBuffer;

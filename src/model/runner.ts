@@ -21,7 +21,7 @@ import { rmsnormOp } from '../kernels/rmsnorm.js';
 import { matmulOp } from '../kernels/matmul.js';
 import { ropeOp } from '../kernels/rope.js';
 import { attentionOp } from '../kernels/attention.js';
-import { MAX_TOPN, sampleOp } from '../kernels/sample.js';
+import { MAX_LOGIT_BIAS, MAX_TOPN, sampleOp } from '../kernels/sample.js';
 import { embedLoraOp, loraShrinkOp, S_HEADER } from '../kernels/lora.js';
 import type { MatmulLora } from '../kernels/matmul.js';
 import type { LoraSlots, SlotGroup } from '../lora/gpu-slots.js';
@@ -118,8 +118,8 @@ export class ModelRunner {
     slots?: LoraSlots,
   ): Promise<ModelRunner> {
     const maxBlocksPerSeq = Math.ceil(limits.maxModelLen / kv.blockSize);
-    // Penalized rows list their distinct tokens: at most min(context, vocab) each.
-    const maxPenaltyEntries = limits.maxPenaltyEntries ?? limits.maxRows * Math.min(limits.maxModelLen, c.vocabSize);
+    // Penalized rows list their distinct tokens, biased rows their logit_bias tokens: min(context + biases, vocab) each.
+    const maxPenaltyEntries = limits.maxPenaltyEntries ?? limits.maxRows * Math.min(limits.maxModelLen + MAX_LOGIT_BIAS, c.vocabSize);
     const batch = new StepBatch(gpu, { ...limits, maxBlocksPerSeq, maxPenaltyEntries });
     const T = limits.maxTokens;
     const R = limits.maxRows;

@@ -6,14 +6,14 @@
 
 import type { Gpu } from '../gpu/device.js';
 import type { RowSampling } from '../kernels/sample.js';
-import { SEQ_SAMPLING_BYTES, writeRowSampling } from '../kernels/sample.js';
+import { PEN_WORDS, SEQ_SAMPLING_BYTES, writeRowSampling } from '../kernels/sample.js';
 
 export interface StepLimits {
   maxTokens: number; // token rows per step
   maxRows: number; // sampled rows per step (>= sequences per step)
   maxSeqs: number; // sequences (block-table rows) per step
   maxBlocksPerSeq: number; // block-table row length
-  maxPenaltyEntries: number; // penalty list entries per step (distinct tokens of penalized rows)
+  maxPenaltyEntries: number; // penalty list entries per step (distinct tokens of penalized or biased rows)
 }
 
 export class StepBatch {
@@ -26,7 +26,8 @@ export class StepBatch {
   readonly feed: Uint32Array; // [maxTokens] NONE, or the previous step's sample row holding this token's id
   readonly blockTables: Uint32Array; // [maxSeqs, maxBlocksPerSeq]
   readonly sampleRows: Uint32Array; // [maxRows] token row sampled by each sample row
-  readonly penalties: Uint32Array; // [maxPenaltyEntries, 2] (token id, count | PEN_IN_PROMPT)
+  readonly penalties: Uint32Array; // [maxPenaltyEntries, PEN_WORDS] (token id, count | flags, bias bits, 0)
+  private readonly penaltiesF32: Float32Array; // the same memory (bias words)
   /** Entries used in `penalties`; the largest topN of any row (top logprobs are read back when > 0). */
   penaltyEntries = 0;
   maxTopN = 0;
@@ -71,7 +72,8 @@ export class StepBatch {
     this.feed = new Uint32Array(maxTokens);
     this.blockTables = new Uint32Array(maxSeqs * maxBlocksPerSeq);
     this.sampleRows = new Uint32Array(maxRows);
-    this.penalties = new Uint32Array(limits.maxPenaltyEntries * 2);
+    this.penalties = new Uint32Array(limits.maxPenaltyEntries * PEN_WORDS);
+    this.penaltiesF32 = new Float32Array(this.penalties.buffer);
     this.slotOf = new Uint32Array(maxTokens);
     this.mult = new Float32Array(maxTokens);
     this.rowSlot = new Uint32Array(maxRows);
@@ -106,6 +108,15 @@ export class StepBatch {
     this.maxTopN = 0;
   }
 
+  /** Appends one entry to the step's penalty list (see PEN_WORDS): token id, count | flags, logit bias. */
+  addPenaltyEntry(id: number, countFlags: number, bias: number): void {
+    const i = this.penaltyEntries++ * PEN_WORDS;
+    this.penalties[i] = id;
+    this.penalties[i + 1] = countFlags;
+    this.penaltiesF32[i + 2] = bias;
+    this.penalties[i + 3] = 0;
+  }
+
   setSampling(row: number, v: RowSampling): void {
     writeRowSampling(this.samplingF32, this.samplingU32, row, v);
     this.maxTopN = Math.max(this.maxTopN, v.topN ?? 0);
@@ -133,7 +144,7 @@ export class StepBatch {
       queue.writeBuffer(this.sampleRowsBuf, 0, this.sampleRows, 0, R);
       queue.writeBuffer(this.samplingBuf, 0, this.samplingBytes, 0, R * SEQ_SAMPLING_BYTES);
     }
-    if (this.penaltyEntries > 0) queue.writeBuffer(this.penaltiesBuf, 0, this.penalties, 0, this.penaltyEntries * 2);
+    if (this.penaltyEntries > 0) queue.writeBuffer(this.penaltiesBuf, 0, this.penalties, 0, this.penaltyEntries * PEN_WORDS);
     if (this.lora) {
       queue.writeBuffer(this.slotOfBuf, 0, this.slotOf, 0, T);
       queue.writeBuffer(this.multBuf, 0, this.mult, 0, T);

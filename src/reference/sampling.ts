@@ -121,6 +121,13 @@ export function applyPenalties(logits: Float32Array, entries: readonly PenaltyEn
   return out;
 }
 
+/** logit_bias on one row of logits (a new array): l += bias for the listed tokens, in f32 like the kernel. */
+export function applyLogitBias(logits: Float32Array, bias: ReadonlyMap<number, number>): Float32Array {
+  const out = logits.slice();
+  for (const [id, b] of bias) out[id] = Math.fround(out[id]! + b);
+  return out;
+}
+
 /** The n most likely tokens of a row (value descending, lower index first on ties) with their log-softmax. */
 export function topLogprobs(logits: Float32Array, n: number): { id: number; logprob: number }[] {
   let max = -Infinity;

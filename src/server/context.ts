@@ -7,6 +7,7 @@ import type { SamplingParams } from '../engine/sampling-params.js';
 import type { AdapterManager, Route } from './adapters.js';
 import type { ChoiceRun } from './generation.js';
 import { errorBody, HttpError, toHttpError } from './http-error.js';
+import { FIELD_NAMES } from './protocol.js';
 import type { ServerMetrics } from './metrics.js';
 
 export interface ServingContext {
@@ -29,7 +30,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 }
 
 export function sendError(res: ServerResponse, e: unknown): HttpError {
-  const err = toHttpError(e);
+  const err = toHttpError(e, FIELD_NAMES);
   sendJson(res, err.status, errorBody(err), err.headers);
   return err;
 }

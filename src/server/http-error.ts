@@ -62,7 +62,8 @@ const STATUS_OF_CODE: Record<ErrorCode, number> = {
 export function toHttpError(e: unknown, fieldNames: Record<string, string> = {}): HttpError {
   if (e instanceof HttpError) return e;
   if (isPolyloraError(e)) {
-    const param = e.field === undefined ? null : (fieldNames[e.field] ?? e.field);
+    // The field's leading name is mapped (logitBias[7] -> logit_bias[7]).
+    const param = e.field === undefined ? null : e.field.replace(/^[A-Za-z]+/, (f) => fieldNames[f] ?? f);
     const message = param !== null && param !== e.field ? e.message.replace(`field "${e.field}"`, `field "${param}"`) : e.message;
     return new HttpError(STATUS_OF_CODE[e.code] ?? 500, message, { param, cause: e });
   }

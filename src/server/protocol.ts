@@ -1,6 +1,7 @@
 // OpenAI request bodies -> typed requests, checked field by field: a wrong type or value is a 400 that names the
 // field as the client spelled it. Fields and defaults follow OpenAI's API and vLLM's extensions (top_k, min_p,
-// repetition_penalty, stop_token_ids, ignore_eos, add_generation_prompt, chat_template_kwargs); polylora adds
+// repetition_penalty, stop_token_ids, ignore_eos, add_generation_prompt, chat_template_kwargs; logit_bias is clamped to
+// [-100, 100] as vLLM does); polylora adds
 // `lora_scale` (the per-request multiplier on the adapter's scale). Unknown fields are ignored, as vLLM does.
 
 import type { SamplingParams } from '../engine/sampling-params.js';
@@ -25,6 +26,7 @@ export const FIELD_NAMES: Record<string, string> = {
   repetitionPenalty: 'repetition_penalty',
   n: 'n',
   prompt: 'prompt',
+  logitBias: 'logit_bias',
 };
 
 /** Most choices per prompt, and most top logprobs per position (vLLM's default max_logprobs). */
@@ -146,6 +148,10 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
     throw badField('stream_options', 'an object', streamOptions);
   }
   const includeUsage = bool((streamOptions ?? {}) as Body, 'include_usage') ?? false;
+  const logitBias = b.logit_bias;
+  if (present(b, 'logit_bias') && (typeof logitBias !== 'object' || Array.isArray(logitBias))) {
+    throw badField('logit_bias', 'an object mapping token ids to biases in [-100, 100]', logitBias);
+  }
   const params: SamplingParams = {
     maxTokens: maxTokens ?? defaultMaxTokens,
     temperature: num(b, 'temperature'),
@@ -159,6 +165,7 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
     presencePenalty: num(b, 'presence_penalty'),
     frequencyPenalty: num(b, 'frequency_penalty'),
     repetitionPenalty: num(b, 'repetition_penalty'),
+    logitBias: present(b, 'logit_bias') ? (logitBias as Record<number, number>) : undefined,
   };
   for (const k of Object.keys(params) as (keyof SamplingParams)[]) if (params[k] === undefined) delete params[k];
   // The engine's own range checks, run now so that a bad value fails the request before anything starts.
@@ -181,7 +188,7 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
 /** POST /v1/completions. `prompt`: a string, strings, token ids, or arrays of token ids. */
 export function parseCompletionRequest(body: unknown): CompletionRequest {
   const b = asBody(body);
-  refuseUnsupported(b, ['suffix', 'logit_bias']);
+  refuseUnsupported(b, ['suffix']);
   const p = b.prompt;
   let prompts: CompletionPrompt[];
   if (typeof p === 'string') prompts = [{ text: p }];
@@ -204,7 +211,7 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
 /** POST /v1/chat/completions. */
 export function parseChatRequest(body: unknown): ChatRequest {
   const b = asBody(body);
-  refuseUnsupported(b, ['logit_bias', 'tools', 'functions', 'continue_final_message']);
+  refuseUnsupported(b, ['tools', 'functions', 'continue_final_message']);
   if (present(b, 'response_format')) {
     const rf = b.response_format as { type?: unknown };
     if (typeof rf !== 'object' || rf.type !== 'text') {

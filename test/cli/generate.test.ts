@@ -67,14 +67,22 @@ describe('polylora generate', () => {
       }),
     );
     lines.splice(3, 0, '{"prompt_ids": [1, 2], "max_tokens": "many"}', '', '# a comment');
+    // logit_bias: -100 on golden's first token moves it; a list instead of an object fails its line.
+    const c0 = cases[0]!;
+    lines.push(JSON.stringify({ prompt_ids: c0.prompt_ids, max_tokens: 4, temperature: 0, logit_bias: { [c0.expected_ids[0]!]: -100 } }));
+    lines.push('{"prompt_ids": [1, 2], "logit_bias": [3]}');
     writeFileSync(file, `${lines.join('\n')}\n`);
     const r = polylora('generate', '--model', model, '--requests', file, '--json');
     expect(r.code).toBe(1); // one line failed
     const out = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { token_ids?: number[]; text?: string; line?: number; error?: string });
-    expect(out).toHaveLength(9);
+    expect(out).toHaveLength(11);
     expect(out[3]).toMatchObject({ line: 4 });
     expect(out[3]!.error).toMatch(/requests\.jsonl:4: .*field "max_tokens".*not a number/);
     expect(r.stderr).toMatch(/line 4:/);
+    const [biased, badBias] = out.splice(9, 2);
+    expect(biased!.token_ids).toHaveLength(4);
+    expect(biased!.token_ids![0]).not.toBe(c0.expected_ids[0]);
+    expect(badBias!.error).toMatch(/requests\.jsonl:13: .*field "logit_bias"/);
     const ok = out.filter((o) => o.token_ids);
     ok.forEach((o, i) => expect({ ids: o.token_ids, text: o.text }, cases[i]!.name).toEqual({ ids: cases[i]!.expected_ids, text: cases[i]!.expected_text }));
   });

@@ -21,6 +21,7 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_TOPN, SEQ_SAMPLING_BYTES, sampleOp, writeRowSampling } from '../../src/kernels/sample.js';
 import {
+  applyLogitBias,
   applyPenalties,
   greedy,
   sampleReference,
@@ -29,7 +30,7 @@ import {
   type PenaltyParams,
   type SamplingParams,
 } from '../../src/reference/sampling.js';
-import { PEN_IN_PROMPT } from '../../src/kernels/sample.js';
+import { PEN_BIAS_ONLY, PEN_IN_PROMPT, PEN_WORDS } from '../../src/kernels/sample.js';
 import { EPS, expectClose, expectExact, pcg, rng, sampleUniform, useKernelHarness } from '../helpers/kernels.js';
 
 const h = useKernelHarness();
@@ -39,6 +40,7 @@ interface Row extends SamplingParams {
   counter: number;
   topN?: number;
   penalties?: { entries: PenaltyEntry[]; params: PenaltyParams };
+  bias?: Map<number, number>; // logit_bias, applied before the penalties
 }
 
 const GREEDY: Row = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, counter: 0 };
@@ -56,15 +58,21 @@ async function runSampler(
   const params = new ArrayBuffer(S * SEQ_SAMPLING_BYTES);
   const f32 = new Float32Array(params);
   const u32 = new Uint32Array(params);
-  const pen: number[] = [];
+  const pen: number[] = []; // PEN_WORDS per entry: id, count | flags, bias (f32 bits), 0
+  const bits = (v: number) => new Uint32Array(new Float32Array([v]).buffer)[0]!;
   rows.forEach((p, s) => {
-    const penStart = pen.length / 2;
-    for (const e of p.penalties?.entries ?? []) pen.push(e.id, e.count | (e.inPrompt ? PEN_IN_PROMPT : 0));
+    const penStart = pen.length / PEN_WORDS;
+    const penalized = new Set<number>();
+    for (const e of p.penalties?.entries ?? []) {
+      pen.push(e.id, e.count | (e.inPrompt ? PEN_IN_PROMPT : 0), bits(p.bias?.get(e.id) ?? 0), 0);
+      penalized.add(e.id);
+    }
+    for (const [id, b] of p.bias ?? []) if (!penalized.has(id)) pen.push(id, PEN_BIAS_ONLY, bits(b), 0);
     writeRowSampling(f32, u32, s, {
       ...p,
       topN: p.topN ?? 0,
       penStart,
-      penLen: pen.length / 2 - penStart,
+      penLen: pen.length / PEN_WORDS - penStart,
       presence: p.penalties?.params.presence ?? 0,
       frequency: p.penalties?.params.frequency ?? 0,
       repetition: p.penalties?.params.repetition ?? 1,
@@ -353,6 +361,78 @@ describe('sample: penalties and top logprobs', () => {
         tol[s] = (2 * V + 8 + 3 * Math.log(V)) * EPS + 2 ** -21 + 2 * EPS * (Math.abs(lse) + Math.abs(want[s]!)) + 4 * EPS * (Math.abs(l[tok]!) + 4);
       });
       expectClose(logprobs, want, (i) => tol[i]!, 'penalized rows: raw logprobs', (i) => `logprob[row ${i}]`);
+    });
+  }
+
+  for (const V of [257, 1001]) {
+    it(`logit_bias (alone and with penalties on some of its tokens) matches the reference, V ${V}`, async () => {
+      const r = rng(4100 + V);
+      const logits: Float32Array[] = [];
+      const rows: Row[] = [];
+      const params: PenaltyParams = { presence: 0.5, frequency: 0.4, repetition: 1.3 };
+      for (let s = 0; s < 24; s++) {
+        const l = uniformRow(r, V, 4);
+        logits.push(l);
+        // -100 on the unbiased winner (so greedy must move), small biases on 30 tokens, and on every fourth row
+        // +100 on a random token (which must then win).
+        const bias = new Map<number, number>([[greedy(l), -100]]);
+        for (const id of r.shuffle([...Array(V).keys()]).slice(0, 30)) if (!bias.has(id)) bias.set(id, (r.int(2001) - 1000) / 250);
+        if (s % 4 === 3) bias.set(r.int(V), 100);
+        const sampled = s % 2 === 1;
+        rows.push({
+          temperature: sampled ? 0.8 : 0,
+          topK: sampled && s % 6 === 1 ? 20 : 0,
+          topP: sampled && s % 6 === 5 ? 0.9 : 1,
+          minP: 0,
+          seed: r.int(2 ** 32),
+          counter: s,
+          bias,
+          // Every third row also penalizes tokens, some of them biased too (one entry carries both).
+          penalties: s % 3 === 0 ? { entries: entries(r, V, l).concat([...bias.keys()].slice(0, 5).map((id) => ({ id, count: 2, inPrompt: true }))), params } : undefined,
+        });
+        if (rows[s]!.penalties) rows[s]!.penalties!.entries = [...new Map(rows[s]!.penalties!.entries.map((e) => [e.id, e])).values()];
+      }
+      const { tokens, logprobs } = await runSampler(logits, V, rows);
+      const lines: string[] = [];
+      rows.forEach((p, s) => {
+        const biased = applyLogitBias(logits[s]!, p.bias!);
+        const final = p.penalties ? applyPenalties(biased, p.penalties.entries, p.penalties.params) : biased;
+        if (p.temperature <= 0) {
+          if (tokens[s] !== greedy(final)) lines.push(`row ${s} greedy: got ${tokens[s]} want ${greedy(final)}`);
+          return;
+        }
+        let zmax = 0;
+        for (const v of final) zmax = Math.max(zmax, Math.abs(v / p.temperature));
+        const delta = (3 * V + 8 + 2 * zmax) * EPS;
+        const u = sampleUniform(p.seed, p.counter);
+        const lo = sampleReference(final, p, Math.max(0, u - delta));
+        const hi = sampleReference(final, p, Math.min(1 - 2 ** -24, u + delta));
+        if (!(tokens[s]! >= lo && tokens[s]! <= hi)) lines.push(`row ${s} sampled: got ${tokens[s]} want [${lo}, ${hi}]`);
+      });
+      expect(lines, lines.join('\n')).toEqual([]);
+      rows.forEach((p, s) => {
+        const forced = [...p.bias!].find(([, b]) => b === 100)?.[0];
+        if (forced !== undefined && !p.penalties) expect(tokens[s], `row ${s}: the +100 token wins`).toBe(forced);
+        expect(tokens[s], `row ${s}: the -100 token loses`).not.toBe(greedy(logits[s]!));
+      });
+      // Logprobs stay those of the raw logits. Recovering the raw logit undoes up to 8 f32 operations (bias, the
+      // penalties), each rounding by at most ε·(2(|l| + |bias|) + 10) (the largest magnitude along the way with these
+      // parameters), and undoing the repetition division doubles it: 16ε·(2(|l| + |bias|) + 10) on top of the
+      // log-softmax tolerance.
+      const want = new Float64Array(rows.length);
+      const tol = new Float64Array(rows.length);
+      tokens.forEach((tok, s) => {
+        const l = logits[s]!;
+        let m = -Infinity;
+        for (const v of l) m = Math.max(m, v);
+        let z = 0;
+        for (const v of l) z += Math.exp(v - m);
+        const lse = m + Math.log(z);
+        want[s] = l[tok]! - lse;
+        const b = Math.abs(rows[s]!.bias!.get(tok) ?? 0);
+        tol[s] = (2 * V + 8 + 3 * Math.log(V)) * EPS + 2 ** -21 + 2 * EPS * (Math.abs(lse) + Math.abs(want[s]!)) + 16 * EPS * (2 * (Math.abs(l[tok]!) + b) + 10);
+      });
+      expectClose(logprobs, want, (i) => tol[i]!, 'biased rows: raw logprobs', (i) => `logprob[row ${i}]`);
     });
   }
 

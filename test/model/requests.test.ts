@@ -1,12 +1,12 @@
 // Request features through the whole engine on the real TinyStories model: stop strings (never leaked, in the
 // stream or the final text), stop token ids, top-N logprobs against the reference model's logits, penalties
-// against the reference on the penalized logits, n > 1 (forks equal independent requests with the derived seeds),
+// and logit_bias against the reference on the changed logits, n > 1 (forks equal independent requests with the derived seeds),
 // seeded sampling independent of the batch, abort freeing KV blocks at once, and prefix caching on and off giving
 // the same tokens. Runs in Node and Chromium.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LLM } from '../../src/engine/llm.js';
 import type { ReferenceModel } from '../../src/reference/model.js';
-import { applyPenalties, greedy, topLogprobs } from '../../src/reference/sampling.js';
+import { applyLogitBias, applyPenalties, greedy, topLogprobs } from '../../src/reference/sampling.js';
 import { golden } from '../helpers/shared.js';
 import { useGpu } from '../helpers/gpu.js';
 import { referenceModel, tinyStories } from '../helpers/model.js';
@@ -148,6 +148,83 @@ describe('penalties', () => {
     expect(out!.tokenIds).toEqual(want);
     // And the penalties did something on this prompt.
     expect(out!.tokenIds).not.toEqual(c0.expected_ids.slice(0, out!.tokenIds.length));
+  });
+});
+
+describe('logit_bias', () => {
+  /**
+   * Greedy reference on logits changed by `bias` (then penalties, vLLM's order), with the raw logprobs. Stops where
+   * the reference's top-2 gap is under twice the GPU's logit tolerance (2^-12 of the row's largest |logit|, see
+   * logits.test.ts): past such a near-tie either token is right.
+   */
+  function biasedReference(prompt: number[], steps: number, bias: Map<number, number>, p?: { presence: number; frequency: number; repetition: number }) {
+    const seq = ref.newSequence();
+    const V = ref.config.vocabSize;
+    let logits = ref.forward(seq, prompt, 0);
+    const counts = new Map<number, number>();
+    const ids: number[] = [];
+    const logprobs: number[] = [];
+    const tols: number[] = [];
+    for (let j = 0; j < steps; j++) {
+      const raw = logits.subarray(logits.length - V);
+      let row = applyLogitBias(raw, bias);
+      if (p) {
+        const seen = new Set([...prompt, ...counts.keys()]);
+        row = applyPenalties(row, [...seen].map((id) => ({ id, count: counts.get(id) ?? 0, inPrompt: prompt.includes(id) })), p);
+      }
+      let m = 0;
+      for (const v of raw) m = Math.max(m, Math.abs(v));
+      const tol = 2 * 2 ** -12 * (m + 1);
+      const tok = greedy(row);
+      const second = greedy(row.map((v, i) => (i === tok ? -Infinity : v)));
+      if (row[tok]! - row[second]! < 2 * tol) break;
+      ids.push(tok);
+      const top = topLogprobs(raw, 1)[0]!; // its logprob is raw[top.id] - lse
+      logprobs.push(raw[tok]! - (raw[top.id]! - top.logprob));
+      tols.push(tol);
+      counts.set(tok, (counts.get(tok) ?? 0) + 1);
+      if (tok === g.eos_token_id) break;
+      logits = ref.forward(seq, [tok], seq.length);
+    }
+    return { ids, logprobs, tols };
+  }
+
+  it('greedy follows the reference on biased logits, alone and with penalties, batched with an unbiased request', async () => {
+    // Ban golden's first token, push a few others up and down; keys as strings too, as they come from JSON.
+    const bias = new Map<number, number>([[c0.expected_ids[0]!, -100], [c0.expected_ids[2]!, -3], [c0.expected_ids[6]!, 2.5], [101, 3], [202, 4]]);
+    const asJson = Object.fromEntries([...bias].map(([k, v]) => [String(k), v])) as unknown as Record<number, number>;
+    const pen = { presence: 0.4, frequency: 0.3, repetition: 1.3 };
+    const steps = 20;
+    const outs = await llm.generate(
+      [{ promptIds: c0.prompt_ids }, { promptIds: c0.prompt_ids }, { promptIds: c0.prompt_ids }],
+      [
+        { temperature: 0, maxTokens: steps, logitBias: bias, ignoreEos: true },
+        { temperature: 0, maxTokens: steps, logitBias: asJson, presencePenalty: pen.presence, frequencyPenalty: pen.frequency, repetitionPenalty: pen.repetition, ignoreEos: true },
+        { temperature: 0, maxTokens: 32 },
+      ],
+    );
+    for (const [k, out] of outs.slice(0, 2).entries()) {
+      const want = biasedReference(c0.prompt_ids, steps, bias, k === 1 ? pen : undefined);
+      expect(want.ids.length, `request ${k}: reference tokens before a near-tie`).toBeGreaterThanOrEqual(8);
+      expect(out!.tokenIds.slice(0, want.ids.length), `request ${k}`).toEqual(want.ids);
+      // Logprobs are the model's own (before the bias), within the logits' tolerance.
+      want.logprobs.forEach((lp, j) => expect(Math.abs(out!.logprobs[j]! - lp), `request ${k} logprob ${j}`).toBeLessThanOrEqual(want.tols[j]!));
+      expect(out!.tokenIds[0]).not.toBe(c0.expected_ids[0]);
+    }
+    // The unbiased request in the same batch is untouched.
+    expect(outs[2]!.tokenIds).toEqual(c0.expected_ids);
+  });
+
+  it('values are clamped to [-100, 100] (vLLM); a bad key or value is an error naming it', async () => {
+    const t = c0.expected_ids[4]!;
+    const [huge] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: 3, logitBias: { [t]: 1e9 } });
+    const [hundred] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: 3, logitBias: { [t]: 100 } });
+    expect(huge!.tokenIds).toEqual([t, t, t]);
+    expect(huge!.logprobs).toEqual(hundred!.logprobs);
+    const V = ref.config.vocabSize;
+    await expect(llm.generate({ promptIds: c0.prompt_ids }, { logitBias: { [V]: 1 } })).rejects.toThrow(new RegExp(`logitBias\\[${V}\\].*\\[0, ${V}\\)`));
+    await expect(llm.generate({ promptIds: c0.prompt_ids }, { logitBias: { 5: Number.NaN } })).rejects.toThrow(/logitBias\[5\].*finite/);
+    await expect(llm.generate({ promptIds: c0.prompt_ids }, { logitBias: { ['x' as unknown as number]: 1 } })).rejects.toThrow(/logitBias\[x\]/);
   });
 });
 

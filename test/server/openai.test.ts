@@ -184,6 +184,19 @@ describe('completions', () => {
     expect(tokens).toEqual(lp.token_logprobs);
   });
 
+  it('logit_bias changes the tokens as the library does (-100 bans golden\'s first token), streamed or not', async () => {
+    const c = g.cases.find((x) => x.adapter === 'robot')!;
+    const logitBias = { [c.expected_ids[0]!]: -100, [c.expected_ids[3]!]: 4 };
+    const { ids } = await complete(c, { logit_bias: Object.fromEntries(Object.entries(logitBias).map(([k, v]) => [String(k), v])) });
+    const [want] = await llm.generate({ promptIds: c.prompt_ids }, { temperature: 0, maxTokens: c.max_tokens, logitBias }, { lora: { name: 'robot', path: adapterDir('robot') } });
+    expect(ids).toEqual(want!.tokenIds);
+    expect(ids[0]).not.toBe(c.expected_ids[0]);
+    const stream = await openai.completions.create({ ...goldenBody(c, BASE, { logit_bias: logitBias }), stream: true } as OpenAI.Completions.CompletionCreateParamsStreaming);
+    const streamed: number[] = [];
+    for await (const chunk of stream) streamed.push(...tokenIds(chunk.choices[0]?.logprobs?.tokens ?? []));
+    expect(streamed).toEqual(want!.tokenIds);
+  });
+
   it('ends at a stop string, which never appears in the text, streamed or not', async () => {
     const c = g.cases.find((x) => x.name === 'once-there-was' && x.adapter === 'zara')!;
     const stop = ' loved';
