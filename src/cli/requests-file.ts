@@ -5,7 +5,7 @@
 //   {"prompt_ids": [1, 2, 3]} or {"prompt": "text"},
 //   "lora": "<dir|org/name>" | null, "lora_scale": 1.0, "max_tokens": N, "temperature": 0, "top_p", "top_k",
 //   "min_p", "seed", "stop": [...], "ignore_eos", "presence_penalty", "frequency_penalty", "repetition_penalty",
-//   "logit_bias": {"<token id>": bias}, "arrival_ms": delay after the start before it is submitted.
+//   "logit_bias": {"<token id>": bias}, "min_tokens", "arrival_ms": delay after the start before it is submitted.
 
 import { readFile } from 'node:fs/promises';
 import { PolyloraError, isPolyloraError } from '../errors.js';
@@ -43,6 +43,7 @@ const KNOWN = new Set([
   'frequency_penalty',
   'repetition_penalty',
   'logit_bias',
+  'min_tokens',
 ]);
 
 /** Parses the file; each line is a request or a BadLine (blank lines and lines starting with # are skipped). */
@@ -133,6 +134,7 @@ function parseLine(raw: string, line: number, defaults: SamplingParams, file: st
     params: {
       ...defaults,
       maxTokens: num('max_tokens') ?? defaults.maxTokens,
+      minTokens: num('min_tokens'),
       temperature: num('temperature') ?? defaults.temperature,
       topP: num('top_p') ?? defaults.topP,
       topK: num('top_k') ?? defaults.topK,

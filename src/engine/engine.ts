@@ -15,6 +15,7 @@ import { Scheduler } from './scheduler.js';
 import type { FinishReason, SequenceLora } from './sequence.js';
 import { Sequence } from './sequence.js';
 import type { SlotPool } from '../lora/slot-pool.js';
+import { MAX_LOGIT_BIAS } from '../kernels/sample.js';
 
 export interface EngineLimits extends SchedulerLimits {
   /**
@@ -140,12 +141,22 @@ export class Engine {
     const first = streams?.[0] ?? new RequestStream(`req-${this.nextId++}`);
     const sampling = resolveSampling(params, `request ${first.requestId}`, this.runner.config.vocabSize);
     this.checkPrompt(first.requestId, promptIds);
+    // min_tokens keeps EOS and the stop ids from being sampled: entries in the step's list, as logit_bias entries are.
+    const suppressed = sampling.minTokens > 0 ? [...new Set([...(sampling.ignoreEos ? [] : this.eosIds), ...sampling.stopTokenIds])] : [];
+    if (suppressed.length + (sampling.logitBias?.size ?? 0) > MAX_LOGIT_BIAS) {
+      throw new PolyloraError('INVALID_ARGUMENT', `invalid request ${first.requestId}`, {
+        field: 'stopTokenIds',
+        expected: `with minTokens, at most ${MAX_LOGIT_BIAS} stop token ids and logitBias entries together`,
+        found: `${sampling.stopTokenIds.length} stop token ids, ${sampling.logitBias?.size ?? 0} logitBias entries`,
+      });
+    }
     const group: Active[] = [];
     for (let i = 0; i < sampling.n; i++) {
       const stream = streams?.[i] ?? (i === 0 ? first : new RequestStream(`${first.requestId}-${i}`));
       // Completion i > 0 gets its own random stream (the same for the same seed, whatever the batch).
       const seed = i === 0 ? sampling.seed : (sampling.seed + Math.imul(i, 0x9e3779b9)) >>> 0;
       const seq = new Sequence(this.nextId++, promptIds, { ...sampling, seed }, lora);
+      seq.suppressed = suppressed;
       const a: Active = {
         seq,
         stream,
@@ -259,7 +270,11 @@ export class Engine {
     this.stats.generatedTokens++;
     if (a.firstTokenMs === null) a.firstTokenMs = performance.now() - a.arrivalMs;
     let reason: FinishReason | null = null;
-    if (a.eosIds.has(id)) {
+    // Before min_tokens nothing but the length ends it (EOS and stop ids cannot be sampled then).
+    const early = seq.numGenerated < seq.sampling.minTokens;
+    if (early) {
+      if (seq.numGenerated >= seq.sampling.maxTokens || seq.tokens.length >= this.limits.maxModelLen) reason = 'length';
+    } else if (a.eosIds.has(id)) {
       reason = 'stop';
     } else if (a.stopIds.has(id)) {
       reason = 'stop';
@@ -267,7 +282,7 @@ export class Engine {
     } else if (seq.numGenerated >= seq.sampling.maxTokens || seq.tokens.length >= this.limits.maxModelLen) {
       reason = 'length';
     }
-    const { delta, stop } = a.output.push(id, reason !== null);
+    const { delta, stop } = a.output.push(id, reason !== null, !early);
     if (stop !== null) {
       reason = 'stop';
       a.stopReason = stop;

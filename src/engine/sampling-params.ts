@@ -17,6 +17,11 @@ export interface SamplingParams {
   minP?: number;
   /** Seed of this request's random stream: the same seed gives the same tokens whatever else runs. */
   seed?: number;
+  /**
+   * Generate at least this many tokens before EOS, a stop token id or a stop string may end the output (vLLM's
+   * min_tokens): until then those token ids cannot be sampled and stop strings are not looked for. Default 0.
+   */
+  minTokens?: number;
   /** Extra token ids that end generation (kept in the output ids, as vLLM). */
   stopTokenIds?: number[];
   /** Keep generating past EOS (benchmarks). */
@@ -48,6 +53,7 @@ export interface SamplingParams {
 
 export interface ResolvedSampling {
   maxTokens: number;
+  minTokens: number;
   temperature: number;
   topP: number;
   topK: number; // 0 = off
@@ -83,6 +89,7 @@ export function resolveSampling(p: SamplingParams = {}, where = 'sampling params
     return v as number;
   };
   const maxTokens = num('maxTokens', 16, (v) => Number.isInteger(v) && v >= 1, 'an integer >= 1');
+  const minTokens = num('minTokens', 0, (v) => Number.isInteger(v) && v >= 0 && v <= maxTokens, `an integer in [0, maxTokens = ${maxTokens}]`);
   const temperature = num('temperature', 1, (v) => v >= 0, 'a number >= 0');
   const topP = num('topP', 1, (v) => v > 0 && v <= 1, 'a number in (0, 1]');
   const topK = num('topK', 0, (v) => Number.isInteger(v) && v >= -1, 'an integer >= 1, or 0 / -1 for off');
@@ -103,6 +110,7 @@ export function resolveSampling(p: SamplingParams = {}, where = 'sampling params
   const logitBias = resolveLogitBias(p.logitBias, vocabSize, bad);
   return {
     maxTokens,
+    minTokens,
     temperature,
     topP,
     topK: topK < 0 ? 0 : topK,

@@ -12,6 +12,8 @@ import type { SlotPool } from '../lora/slot-pool.js';
 import type { StepBatch } from '../model/step-batch.js';
 import type { StepResult } from '../model/runner.js';
 import { MAX_TOPN, PEN_BIAS_ONLY } from '../kernels/sample.js';
+
+const NOTHING: readonly number[] = [];
 import type { Sequence } from './sequence.js';
 
 /** slotOf value of a token that runs the base model only. */
@@ -425,10 +427,14 @@ export class Scheduler {
     const sp = seq.sampling;
     const penStart = b.penaltyEntries;
     // A scoring row's token is given and its logprobs are of the raw logits: penalties and biases would change nothing.
+    // One entry per token: its penalty state, its logit bias, and -∞ while min_tokens holds EOS and stop ids back.
     if (score === undefined) {
       const bias = sp.logitBias;
-      if (seq.penalties) for (const [id, v] of seq.penalties) b.addPenaltyEntry(id, v, bias?.get(id) ?? 0);
-      if (bias) for (const [id, v] of bias) if (!seq.penalties?.has(id)) b.addPenaltyEntry(id, PEN_BIAS_ONLY, v);
+      const pen = seq.penalties;
+      const ban = seq.numGenerated + ahead < sp.minTokens ? seq.suppressed : NOTHING;
+      if (pen) for (const [id, v] of pen) b.addPenaltyEntry(id, v, ban.includes(id) ? -Infinity : (bias?.get(id) ?? 0));
+      if (bias) for (const [id, v] of bias) if (!pen?.has(id)) b.addPenaltyEntry(id, PEN_BIAS_ONLY, ban.includes(id) ? -Infinity : v);
+      for (const id of ban) if (!pen?.has(id) && !bias?.has(id)) b.addPenaltyEntry(id, PEN_BIAS_ONLY, -Infinity);
     }
     b.setSampling(row, {
       temperature: sp.temperature,

@@ -39,6 +39,8 @@ export class Sequence {
    * -> its output count | PEN_IN_PROMPT. Null when the request has no penalty.
    */
   readonly penalties: Map<number, number> | null;
+  /** Token ids that cannot be sampled while fewer than sampling.minTokens are generated (EOS, stop token ids). */
+  suppressed: readonly number[] = [];
   /** Top logprobs of each generated position (when asked for). */
   readonly topLogprobs: { id: number; logprob: number }[][] = [];
   /** Prompt logprobs (when asked for): entry i scores prompt token i given tokens [0, i); entry 0 stays empty. */

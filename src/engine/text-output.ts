@@ -21,13 +21,14 @@ export class TextOutput {
 
   /**
    * Adds one generated token. `last`: generation ends with it anyway (length, EOS), so nothing is held back.
+   * `checkStops` false (before min_tokens): stop strings are not looked for, the tail is still held back.
    * Returns the text to emit now and the stop string that matched, if one did (the text then ends before it).
    */
-  push(id: number, last: boolean): { delta: string; stop: string | null } {
+  push(id: number, last: boolean, checkStops = true): { delta: string; stop: string | null } {
     if (!this.decoder) return { delta: '', stop: null };
     this.full += this.decoder.push(id);
     if (last) this.full += this.decoder.flush();
-    if (this.stops.length > 0) {
+    if (this.stops.length > 0 && checkStops) {
       // A new match can only start within the held-back tail or the new text.
       const from = Math.max(0, this.emitted.length - this.holdBack);
       let at = -1;

@@ -1,6 +1,6 @@
 // OpenAI request bodies -> typed requests, checked field by field: a wrong type or value is a 400 that names the
 // field as the client spelled it. Fields and defaults follow OpenAI's API and vLLM's extensions (top_k, min_p,
-// repetition_penalty, stop_token_ids, ignore_eos, add_generation_prompt, chat_template_kwargs; logit_bias is clamped to
+// repetition_penalty, min_tokens, stop_token_ids, ignore_eos, add_generation_prompt, chat_template_kwargs; logit_bias is clamped to
 // [-100, 100] as vLLM does); polylora adds
 // `lora_scale` (the per-request multiplier on the adapter's scale). Unknown fields are ignored, as vLLM does.
 
@@ -12,6 +12,7 @@ import { badField, HttpError, toHttpError } from './http-error.js';
 /** SamplingParams field -> the request field it comes from (for errors raised by the engine's checks). */
 export const FIELD_NAMES: Record<string, string> = {
   maxTokens: 'max_tokens',
+  minTokens: 'min_tokens',
   temperature: 'temperature',
   topP: 'top_p',
   topK: 'top_k',
@@ -154,6 +155,7 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
   }
   const params: SamplingParams = {
     maxTokens: maxTokens ?? defaultMaxTokens,
+    minTokens: int(b, 'min_tokens', 0),
     temperature: num(b, 'temperature'),
     topP: num(b, 'top_p'),
     topK: int(b, 'top_k', -1),
@@ -170,7 +172,7 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
   for (const k of Object.keys(params) as (keyof SamplingParams)[]) if (params[k] === undefined) delete params[k];
   // The engine's own range checks, run now so that a bad value fails the request before anything starts.
   try {
-    resolveSampling({ ...params, maxTokens: params.maxTokens ?? 1 }, 'request');
+    resolveSampling({ ...params, maxTokens: params.maxTokens ?? Math.max(1, params.minTokens ?? 1) }, 'request');
   } catch (e) {
     throw toHttpError(e, FIELD_NAMES);
   }

@@ -1,6 +1,7 @@
 // Request features through the whole engine on the real TinyStories model: stop strings (never leaked, in the
 // stream or the final text), stop token ids, top-N logprobs against the reference model's logits, penalties
-// and logit_bias against the reference on the changed logits, n > 1 (forks equal independent requests with the derived seeds),
+// and logit_bias against the reference on the changed logits, min_tokens (EOS and stop ids held back, against
+// the reference; stop strings not looked for before it), n > 1 (forks equal independent requests with the derived seeds),
 // seeded sampling independent of the batch, abort freeing KV blocks at once, and prefix caching on and off giving
 // the same tokens. Runs in Node and Chromium.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -225,6 +226,47 @@ describe('logit_bias', () => {
     await expect(llm.generate({ promptIds: c0.prompt_ids }, { logitBias: { [V]: 1 } })).rejects.toThrow(new RegExp(`logitBias\\[${V}\\].*\\[0, ${V}\\)`));
     await expect(llm.generate({ promptIds: c0.prompt_ids }, { logitBias: { 5: Number.NaN } })).rejects.toThrow(/logitBias\[5\].*finite/);
     await expect(llm.generate({ promptIds: c0.prompt_ids }, { logitBias: { ['x' as unknown as number]: 1 } })).rejects.toThrow(/logitBias\[x\]/);
+  });
+});
+
+describe('min_tokens', () => {
+  it('holds a stop token id (and EOS) back until min_tokens, following the reference; then the stop id ends it', async () => {
+    const stopId = c0.expected_ids[5]!;
+    const minTokens = 8;
+    const [out] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: 32, minTokens, stopTokenIds: [stopId] });
+    // Reference: greedy with -inf on EOS and the stop id for the first minTokens tokens, then the stop rules.
+    const seq = ref.newSequence();
+    const V = ref.config.vocabSize;
+    let logits = ref.forward(seq, c0.prompt_ids, 0);
+    const want: number[] = [];
+    for (let j = 0; j < 32; j++) {
+      const row = logits.slice(logits.length - V);
+      if (j < minTokens) row[stopId] = row[g.eos_token_id] = -Infinity;
+      const tok = greedy(row);
+      want.push(tok);
+      if (j >= minTokens && (tok === stopId || tok === g.eos_token_id)) break;
+      logits = ref.forward(seq, [tok], seq.length);
+    }
+    expect(out!.tokenIds).toEqual(want);
+    expect(out!.tokenIds.slice(0, 5)).toEqual(c0.expected_ids.slice(0, 5));
+    expect(out!.tokenIds[5]).not.toBe(stopId);
+    expect(out!.tokenIds.length).toBeGreaterThan(minTokens);
+  });
+
+  it('EOS cannot end the output early; stop strings are not looked for before min_tokens', async () => {
+    // logit_bias +100 on EOS would end the output at once; min_tokens holds EOS back (its -inf wins over the bias), so
+    // the first 6 tokens are golden's (nothing else changed) and the 7th is EOS.
+    const eosBias = { temperature: 0, maxTokens: 12, logitBias: { [g.eos_token_id]: 100 } };
+    const [now] = await llm.generate({ promptIds: c0.prompt_ids }, eosBias);
+    expect(now!.tokenIds).toEqual([g.eos_token_id]);
+    const [out] = await llm.generate({ promptIds: c0.prompt_ids }, { ...eosBias, minTokens: 6 });
+    expect(out!.tokenIds).toEqual([...c0.expected_ids.slice(0, 6), g.eos_token_id]);
+    expect(out!.finishReason).toBe('stop');
+    // "yummy" appears a few tokens into c0's golden text: with min_tokens past the whole output it is not a stop.
+    const [all] = await llm.generate({ promptIds: c0.prompt_ids }, { temperature: 0, maxTokens: 32, minTokens: 32, stop: ['yummy'] });
+    expect(all!.tokenIds).toEqual(c0.expected_ids);
+    expect(all!.text).toBe(c0.expected_text);
+    await expect(llm.generate({ promptIds: c0.prompt_ids }, { maxTokens: 4, minTokens: 5 })).rejects.toThrow(/minTokens/);
   });
 });
 

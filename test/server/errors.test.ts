@@ -104,6 +104,7 @@ describe('400', () => {
     ['model not a string', { model: 7 }, 'model'],
     ['suffix (not supported)', { suffix: 'x' }, 'suffix'],
     ['prompt_logprobs', { prompt_logprobs: 21 }, 'prompt_logprobs'],
+    ['min_tokens > max_tokens', { min_tokens: 9, max_tokens: 4 }, 'min_tokens'],
     ['logit_bias not an object', { logit_bias: [1, 2] }, 'logit_bias'],
     ['logit_bias value', { logit_bias: { '5': 'up' } }, 'logit_bias[5]'],
     ['logit_bias key outside the vocabulary (checked by the engine)', { logit_bias: { '99999': 1 } }, 'logit_bias[99999]'],

@@ -197,6 +197,17 @@ describe('completions', () => {
     expect(streamed).toEqual(want!.tokenIds);
   });
 
+  it('min_tokens holds a stop token id back until then, as the library does', async () => {
+    const c = g.cases.find((x) => x.adapter === null)!;
+    const stopId = c.expected_ids[2]!;
+    const { ids, res } = await complete(c, { min_tokens: 6, stop_token_ids: [stopId] });
+    const [want] = await llm.generate({ promptIds: c.prompt_ids }, { temperature: 0, maxTokens: c.max_tokens, minTokens: 6, stopTokenIds: [stopId] });
+    expect(ids).toEqual(want!.tokenIds);
+    expect(ids.length).toBeGreaterThan(6);
+    expect(ids.slice(0, 6)).not.toContain(stopId);
+    expect(res.choices[0]!.finish_reason).toBe(want!.finishReason === 'stop' ? 'stop' : 'length');
+  });
+
   it('ends at a stop string, which never appears in the text, streamed or not', async () => {
     const c = g.cases.find((x) => x.name === 'once-there-was' && x.adapter === 'zara')!;
     const stop = ' loved';
