@@ -294,6 +294,49 @@ describe('sample: random numbers', () => {
   });
 });
 
+/**
+ * Rows whose logits the kernel changes in place before choosing (penalties, biases): greedy rows must pick the
+ * argmax of `final[s]` exactly, sampled rows a token within the bracket for u ± δ (see the top of the file).
+ */
+function mismatches(rows: Row[], tokens: Uint32Array, V: number, final: Float32Array[]): string[] {
+  const lines: string[] = [];
+  rows.forEach((p, s) => {
+    const row = final[s]!;
+    if (p.temperature <= 0) {
+      if (tokens[s] !== greedy(row)) lines.push(`row ${s} greedy: got ${tokens[s]} want ${greedy(row)}`);
+      return;
+    }
+    let zmax = 0;
+    for (const v of row) zmax = Math.max(zmax, Math.abs(v / p.temperature));
+    const delta = (3 * V + 8 + 2 * zmax) * EPS;
+    const u = sampleUniform(p.seed, p.counter);
+    const lo = sampleReference(row, p, Math.max(0, u - delta));
+    const hi = sampleReference(row, p, Math.min(1 - 2 ** -24, u + delta));
+    if (!(tokens[s]! >= lo && tokens[s]! <= hi)) lines.push(`row ${s} sampled: got ${tokens[s]} want [${lo}, ${hi}]`);
+  });
+  return lines;
+}
+
+/**
+ * The raw log-softmax of each row's token, and its tolerance: the log-softmax bound (top of the file) plus
+ * `undo(s, tok)`, what recovering the raw logit from the changed one may cost.
+ */
+function rawLogprobs(logits: Float32Array[], tokens: Uint32Array, V: number, undo: (s: number, tok: number) => number) {
+  const want = new Float64Array(tokens.length);
+  const tol = new Float64Array(tokens.length);
+  tokens.forEach((tok, s) => {
+    const l = logits[s]!;
+    let m = -Infinity;
+    for (const v of l) m = Math.max(m, v);
+    let z = 0;
+    for (const v of l) z += Math.exp(v - m);
+    const lse = m + Math.log(z);
+    want[s] = l[tok]! - lse;
+    tol[s] = (2 * V + 8 + 3 * Math.log(V)) * EPS + 2 ** -21 + 2 * EPS * (Math.abs(lse) + Math.abs(want[s]!)) + undo(s, tok);
+  });
+  return { want, tol };
+}
+
 describe('sample: penalties and top logprobs', () => {
   /** Penalty entries for row s: some prompt-only tokens, some output tokens with counts, the row's max among them. */
   function entries(r: ReturnType<typeof rng>, V: number, l: Float32Array): PenaltyEntry[] {
@@ -330,36 +373,12 @@ describe('sample: penalties and top logprobs', () => {
         });
       }
       const { tokens, logprobs } = await runSampler(logits, V, rows);
-      const lines: string[] = [];
-      rows.forEach((p, s) => {
-        const pen = applyPenalties(logits[s]!, p.penalties!.entries, p.penalties!.params);
-        if (p.temperature <= 0) {
-          if (tokens[s] !== greedy(pen)) lines.push(`row ${s} greedy: got ${tokens[s]} want ${greedy(pen)}`);
-          return;
-        }
-        let zmax = 0;
-        for (const v of pen) zmax = Math.max(zmax, Math.abs(v / p.temperature));
-        const delta = (3 * V + 8 + 2 * zmax) * EPS;
-        const u = sampleUniform(p.seed, p.counter);
-        const lo = sampleReference(pen, p, Math.max(0, u - delta));
-        const hi = sampleReference(pen, p, Math.min(1 - 2 ** -24, u + delta));
-        if (!(tokens[s]! >= lo && tokens[s]! <= hi)) lines.push(`row ${s} sampled: got ${tokens[s]} want [${lo}, ${hi}]`);
-      });
+      const final = rows.map((p, s) => applyPenalties(logits[s]!, p.penalties!.entries, p.penalties!.params));
+      const lines = mismatches(rows, tokens, V, final);
       expect(lines, lines.join('\n')).toEqual([]);
       // Logprobs are of the raw distribution (before penalties). Undoing a penalty in f32 to recover the raw logit
       // costs a few more roundings: 4 ulp of the logit on top of the log-softmax tolerance.
-      const want = new Float64Array(rows.length);
-      const tol = new Float64Array(rows.length);
-      tokens.forEach((tok, s) => {
-        const l = logits[s]!;
-        let m = -Infinity;
-        for (const v of l) m = Math.max(m, v);
-        let z = 0;
-        for (const v of l) z += Math.exp(v - m);
-        const lse = m + Math.log(z);
-        want[s] = l[tok]! - lse;
-        tol[s] = (2 * V + 8 + 3 * Math.log(V)) * EPS + 2 ** -21 + 2 * EPS * (Math.abs(lse) + Math.abs(want[s]!)) + 4 * EPS * (Math.abs(l[tok]!) + 4);
-      });
+      const { want, tol } = rawLogprobs(logits, tokens, V, (s, tok) => 4 * EPS * (Math.abs(logits[s]![tok]!) + 4));
       expectClose(logprobs, want, (i) => tol[i]!, 'penalized rows: raw logprobs', (i) => `logprob[row ${i}]`);
     });
   }
@@ -393,22 +412,11 @@ describe('sample: penalties and top logprobs', () => {
         if (rows[s]!.penalties) rows[s]!.penalties!.entries = [...new Map(rows[s]!.penalties!.entries.map((e) => [e.id, e])).values()];
       }
       const { tokens, logprobs } = await runSampler(logits, V, rows);
-      const lines: string[] = [];
-      rows.forEach((p, s) => {
+      const final = rows.map((p, s) => {
         const biased = applyLogitBias(logits[s]!, p.bias!);
-        const final = p.penalties ? applyPenalties(biased, p.penalties.entries, p.penalties.params) : biased;
-        if (p.temperature <= 0) {
-          if (tokens[s] !== greedy(final)) lines.push(`row ${s} greedy: got ${tokens[s]} want ${greedy(final)}`);
-          return;
-        }
-        let zmax = 0;
-        for (const v of final) zmax = Math.max(zmax, Math.abs(v / p.temperature));
-        const delta = (3 * V + 8 + 2 * zmax) * EPS;
-        const u = sampleUniform(p.seed, p.counter);
-        const lo = sampleReference(final, p, Math.max(0, u - delta));
-        const hi = sampleReference(final, p, Math.min(1 - 2 ** -24, u + delta));
-        if (!(tokens[s]! >= lo && tokens[s]! <= hi)) lines.push(`row ${s} sampled: got ${tokens[s]} want [${lo}, ${hi}]`);
+        return p.penalties ? applyPenalties(biased, p.penalties.entries, p.penalties.params) : biased;
       });
+      const lines = mismatches(rows, tokens, V, final);
       expect(lines, lines.join('\n')).toEqual([]);
       rows.forEach((p, s) => {
         const forced = [...p.bias!].find(([, b]) => b === 100)?.[0];
@@ -419,18 +427,9 @@ describe('sample: penalties and top logprobs', () => {
       // penalties), each rounding by at most ε·(2(|l| + |bias|) + 10) (the largest magnitude along the way with these
       // parameters), and undoing the repetition division doubles it: 16ε·(2(|l| + |bias|) + 10) on top of the
       // log-softmax tolerance.
-      const want = new Float64Array(rows.length);
-      const tol = new Float64Array(rows.length);
-      tokens.forEach((tok, s) => {
-        const l = logits[s]!;
-        let m = -Infinity;
-        for (const v of l) m = Math.max(m, v);
-        let z = 0;
-        for (const v of l) z += Math.exp(v - m);
-        const lse = m + Math.log(z);
-        want[s] = l[tok]! - lse;
+      const { want, tol } = rawLogprobs(logits, tokens, V, (s, tok) => {
         const b = Math.abs(rows[s]!.bias!.get(tok) ?? 0);
-        tol[s] = (2 * V + 8 + 3 * Math.log(V)) * EPS + 2 ** -21 + 2 * EPS * (Math.abs(lse) + Math.abs(want[s]!)) + 16 * EPS * (2 * (Math.abs(l[tok]!) + b) + 10);
+        return 16 * EPS * (2 * (Math.abs(logits[s]![tok]!) + b) + 10);
       });
       expectClose(logprobs, want, (i) => tol[i]!, 'biased rows: raw logprobs', (i) => `logprob[row ${i}]`);
     });
