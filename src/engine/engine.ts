@@ -272,11 +272,9 @@ export class Engine {
     let reason: FinishReason | null = null;
     // Before min_tokens nothing but the length ends it (EOS and stop ids cannot be sampled then).
     const early = seq.numGenerated < seq.sampling.minTokens;
-    if (early) {
-      if (seq.numGenerated >= seq.sampling.maxTokens || seq.tokens.length >= this.limits.maxModelLen) reason = 'length';
-    } else if (a.eosIds.has(id)) {
+    if (!early && a.eosIds.has(id)) {
       reason = 'stop';
-    } else if (a.stopIds.has(id)) {
+    } else if (!early && a.stopIds.has(id)) {
       reason = 'stop';
       a.stopReason = id;
     } else if (seq.numGenerated >= seq.sampling.maxTokens || seq.tokens.length >= this.limits.maxModelLen) {

@@ -12,9 +12,9 @@ import type { SlotPool } from '../lora/slot-pool.js';
 import type { StepBatch } from '../model/step-batch.js';
 import type { StepResult } from '../model/runner.js';
 import { MAX_TOPN, PEN_BIAS_ONLY } from '../kernels/sample.js';
+import type { Sequence } from './sequence.js';
 
 const NOTHING: readonly number[] = [];
-import type { Sequence } from './sequence.js';
 
 /** slotOf value of a token that runs the base model only. */
 const NO_SLOT = 0xffffffff;

@@ -108,13 +108,12 @@ export class StepBatch {
     this.maxTopN = 0;
   }
 
-  /** Appends one entry to the step's penalty list (see PEN_WORDS): token id, count | flags, logit bias. */
+  /** Appends one entry to the step's penalty list (see PEN_WORDS): token id, count | flags, logit bias (word 3 stays 0). */
   addPenaltyEntry(id: number, countFlags: number, bias: number): void {
     const i = this.penaltyEntries++ * PEN_WORDS;
     this.penalties[i] = id;
     this.penalties[i + 1] = countFlags;
     this.penaltiesF32[i + 2] = bias;
-    this.penalties[i + 3] = 0;
   }
 
   setSampling(row: number, v: RowSampling): void {

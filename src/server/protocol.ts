@@ -149,10 +149,6 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
     throw badField('stream_options', 'an object', streamOptions);
   }
   const includeUsage = bool((streamOptions ?? {}) as Body, 'include_usage') ?? false;
-  const logitBias = b.logit_bias;
-  if (present(b, 'logit_bias') && (typeof logitBias !== 'object' || Array.isArray(logitBias))) {
-    throw badField('logit_bias', 'an object mapping token ids to biases in [-100, 100]', logitBias);
-  }
   const params: SamplingParams = {
     maxTokens: maxTokens ?? defaultMaxTokens,
     minTokens: int(b, 'min_tokens', 0),
@@ -167,7 +163,7 @@ function parseGeneration(b: Body, defaultMaxTokens: number | undefined, maxToken
     presencePenalty: num(b, 'presence_penalty'),
     frequencyPenalty: num(b, 'frequency_penalty'),
     repetitionPenalty: num(b, 'repetition_penalty'),
-    logitBias: present(b, 'logit_bias') ? (logitBias as Record<number, number>) : undefined,
+    logitBias: present(b, 'logit_bias') ? (b.logit_bias as Record<number, number>) : undefined, // checked below
   };
   for (const k of Object.keys(params) as (keyof SamplingParams)[]) if (params[k] === undefined) delete params[k];
   // The engine's own range checks, run now so that a bad value fails the request before anything starts.
