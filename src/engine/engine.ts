@@ -112,6 +112,16 @@ export class Engine {
     };
   }
 
+  /** Sequences per adapter name, running (admitted) and waiting (queued or preempted); the base is not counted. */
+  loraRequests(): { running: Map<string, number>; waiting: Map<string, number> } {
+    const count = (seqs: readonly Sequence[]) => {
+      const out = new Map<string, number>();
+      for (const s of seqs) if (s.lora) out.set(s.lora.adapter.name, (out.get(s.lora.adapter.name) ?? 0) + 1);
+      return out;
+    };
+    return { running: count(this.scheduler.running), waiting: count(this.scheduler.waiting) };
+  }
+
   /**
    * Queues a request (with a parsed adapter, or none); generation starts on the next step. `stream` is the
    * caller's own RequestStream when it was handed out before the request could be queued (adapter loading).

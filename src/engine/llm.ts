@@ -321,6 +321,14 @@ export class LLM {
     return this.lora?.residency() ?? [];
   }
 
+  /**
+   * Sequences per adapter name in the engine now: running (in the batch) and waiting (queued for admission, or
+   * preempted). Requests on the base model are not counted; n > 1 counts each completion.
+   */
+  loraRequests(): { running: Map<string, number>; waiting: Map<string, number> } {
+    return this.engine.loraRequests();
+  }
+
   /** Slot load counters (loads, evictions, hits, last load time) and CPU-cache counters. */
   get loraStats() {
     return this.lora?.stats ?? null;

@@ -99,10 +99,11 @@ export function renderMetrics(m: ServerMetrics, g: EngineGauges, llm: LLM, adapt
   histogram('vllm:time_to_first_token_seconds', 'Time to first token.', m.ttft);
   histogram('vllm:e2e_request_latency_seconds', 'Request latency, arrival to last token.', m.e2e);
 
-  const running = [...adapters.activeCounts().keys()];
+  const lora = llm.loraRequests();
+  const names = (m: ReadonlyMap<string, number>) => [...m.keys()].sort().join(',');
   const slots = llm.loraSlots();
-  family('vllm:lora_requests_info', 'gauge', 'Running LoRA adapters (the value is the time of the sample).', [
-    [{ running_lora_adapters: running.join(','), waiting_lora_adapters: '', max_lora: slots.length }, Date.now() / 1000],
+  family('vllm:lora_requests_info', 'gauge', 'Adapters of running and of waiting requests (the value is the time of the sample).', [
+    [{ running_lora_adapters: names(lora.running), waiting_lora_adapters: names(lora.waiting), max_lora: slots.length }, Date.now() / 1000],
   ]);
   family(
     'polylora:lora_requests',

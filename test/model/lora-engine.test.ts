@@ -195,6 +195,21 @@ describe('two GPU slots: LRU reuse, removeLora, stream, prefix cache (maxLoras 2
     expect(llm.loraStats!.slots).toMatchObject({ loads: 4, evictions: 2, hits: 1 });
   });
 
+  it('loraRequests: a third adapter waits for one of the two slots; base requests are not counted', async () => {
+    const cases = [goldenCase('once-there-was', 'zara'), goldenCase('once-there-was', 'pirate'), goldenCase('park', 'robot'), goldenCase('park', null)];
+    const streams = await Promise.all(cases.map(async (c) => llm.stream({ promptIds: c.prompt_ids }, params(c), { lora: c.adapter ? await goldenLora(c.adapter) : null })));
+    const its = streams.map((s) => s[Symbol.asyncIterator]());
+    await its[0]!.next(); // a step has run: zara and pirate hold the slots, robot cannot be admitted
+    const during = llm.loraRequests();
+    expect(streams.slice(0, 2).map((s) => s.settled), 'test setup: zara and pirate still running').toEqual([false, false]);
+    expect(Object.fromEntries(during.running)).toEqual({ zara: 1, pirate: 1 });
+    expect(Object.fromEntries(during.waiting)).toEqual({ robot: 1 });
+    for (const it of its) while (!(await it.next()).done);
+    for (const [i, s] of streams.entries()) expectGolden(await s.result, cases[i]!);
+    const after = llm.loraRequests();
+    expect([after.running.size, after.waiting.size]).toEqual([0, 0]);
+  });
+
   it('stream() with an adapter: the chunks concatenate to the golden ids and text; removeLora is refused meanwhile', async () => {
     const c = goldenCase('girl-named', 'robot');
     const stream = llm.stream({ promptIds: c.prompt_ids }, params(c), { lora: await goldenLora('robot') });

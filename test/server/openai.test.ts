@@ -283,6 +283,8 @@ describe('load', () => {
     // GPU-slot residency: each adapter sits in a slot (of --max-loras 4) referenced by its one running sequence.
     expect(metric(during, 'polylora:lora_gpu_slots')).toBe(4);
     for (const name of ADAPTERS) expect(metric(during, 'polylora:lora_gpu_slot_resident', { lora_name: name, refs: '1' })).toBe(1);
+    const info = { running_lora_adapters: [...ADAPTERS].sort().join(','), waiting_lora_adapters: '', max_lora: '4' };
+    expect(metric(during, 'vllm:lora_requests_info', info), 'vllm:lora_requests_info (its value: the sample time)').toBeGreaterThan(0);
     for (const s of streams) s.controller.abort();
     await waitFor('the aborted requests to end', async () => metric(await metrics(url), 'vllm:num_requests_running') === 0, 5000);
     const after = await metrics(url);
