@@ -210,6 +210,21 @@ export class Gpu {
     return { lanes: 64, shader: 'reduce_workgroup' };
   }
 
+  /**
+   * True where the matmul's row-per-lane layout is the faster one for batches: a CPU implementation of WebGPU
+   * (lavapipe, SwiftShader), where every storage load is emulated lane by lane and loads, not bytes, set the speed,
+   * with subgroups of exactly 8 lanes (the layout's x and s sharing). GPUs keep the K-split layout.
+   */
+  get rowsLayout(): boolean {
+    const cpu = this.info.architecture === 'software' || /swiftshader|llvmpipe/i.test(`${this.info.architecture} ${this.info.device} ${this.info.description}`);
+    return cpu && this.rowsCapable;
+  }
+
+  /** The device can run the row-per-lane layout at all: subgroups of 8 lanes (one chunk of shared values). */
+  get rowsCapable(): boolean {
+    return this.laneReduce.shader === 'reduce_subgroups' && this.laneReduce.lanes === 8;
+  }
+
   buffer(label: string, size: number, usage: GPUBufferUsageFlags): GPUBuffer {
     // WebGPU requires sizes that are multiples of 4; zero-sized bindings are invalid, so keep at least 4 bytes.
     return this.device.createBuffer({ label, size: Math.max(4, Math.ceil(size / 4) * 4), usage });

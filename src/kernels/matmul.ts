@@ -42,6 +42,12 @@ const S_PAIRS_MAX = 8;
 /** x rows per workgroup by M: 1 for decode of one sequence, 2 for two, 4 beyond. */
 const MT_VARIANTS = [1, 2, 4] as const;
 const mtFor = (M: number) => (M === 1 ? 1 : M === 2 ? 2 : 4);
+/** x rows per workgroup of the `rows` entry point: 8 up to 8 rows, 16 beyond. */
+const ROWS_MT = [8, 16] as const;
+/** W rows per lane of the `rows` entry point. */
+const ROWS_RL = 4;
+/** Smallest M that takes the `rows` entry point where the device suits it (below, `main` measured as fast or faster). */
+const ROWS_MIN_M = 5;
 /**
  * Output columns per workgroup (ROWS; the shader holds ROWS · MT · (1 + gated) <= 128 accumulators per lane).
  * Measured on lavapipe (SmolLM2 shapes, alternating in-process rounds): one or two x rows are fastest with 4 rows (2 for the
@@ -96,6 +102,12 @@ export interface MatmulSpec {
   /** Stand-in for unused bindings. */
   dummy: GPUBuffer;
   lora?: MatmulLora;
+  /**
+   * Smallest M that runs the row-per-lane entry point (`rows`). Default: ROWS_MIN_M where the device is a CPU
+   * implementation with 8-lane subgroups (Gpu.rowsLayout), else never. Ignored where the device cannot run that
+   * layout (Gpu.rowsCapable). Tests set it to cover both layouts.
+   */
+  rowsMinM?: number;
 }
 
 export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
@@ -153,15 +165,53 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
     );
     return { pipeline, bgs, groups: s.W.parts.map((p) => Math.ceil(p.rows / rowsPerGroup)) };
   };
+  const rowsMinM = gpu.rowsCapable ? (s.rowsMinM ?? (gpu.rowsLayout ? ROWS_MIN_M : Infinity)) : Infinity;
+  const buildRows = async (mt: number, lora: boolean) => {
+    const pipeline = await gpu.pipeline(['matmul', 'dtype', shader], 'rows', {
+      WDTYPE: WDTYPE[s.W.dtype],
+      EPILOGUE: EPILOGUE[s.epilogue],
+      HAS_BIAS: s.bias ? 1 : 0,
+      LORA: lora ? 1 : 0,
+      LDTYPE: L ? WDTYPE[L.dtype] : 0,
+      MT: mt,
+      RL: gated ? 2 : ROWS_RL,
+      WG: lanes,
+    });
+    const bgs = s.W.parts.map((part, i) =>
+      bindGroup(gpu.device, pipeline, `${s.label}.rows.bg${i}`, {
+        0: s.dims,
+        1: params[i]!,
+        2: s.x,
+        3: part.buffer,
+        4: s.W2?.parts[i]!.buffer ?? s.dummy,
+        5: s.bias?.buffer ?? s.dummy,
+        6: s.y,
+        7: (lora && L?.s) || s.dummy,
+        8: (lora && L?.B) || s.dummy,
+        9: (lora && L?.B2) || s.dummy,
+      }),
+    );
+    return { pipeline, bgs, groups: s.W.parts.map((p) => Math.ceil(p.rows / ((gated ? 2 : ROWS_RL) * lanes))) };
+  };
   const plain = await Promise.all(MT_VARIANTS.map((mt) => build(mt, false)));
   const withLora = L ? await Promise.all(MT_VARIANTS.map((mt) => build(mt, true))) : plain;
+  const rowsPlain = rowsMinM < Infinity ? await Promise.all(ROWS_MT.map((mt) => buildRows(mt, false))) : [];
+  const rowsLora = rowsMinM < Infinity && L ? await Promise.all(ROWS_MT.map((mt) => buildRows(mt, true))) : rowsPlain;
   return {
     label: s.label,
     encode(pass, d) {
       const M = fromRows ? d.seqs : d.tokens;
       if (M === 0) return;
-      const mt = mtFor(M);
-      const v = (d.lora ? withLora : plain)[MT_VARIANTS.indexOf(mt as 1 | 2 | 4)]!;
+      let v;
+      let mt;
+      if (M >= rowsMinM) {
+        const i = M <= ROWS_MT[0] ? 0 : 1;
+        mt = ROWS_MT[i];
+        v = (d.lora ? rowsLora : rowsPlain)[i]!;
+      } else {
+        mt = mtFor(M);
+        v = (d.lora ? withLora : plain)[MT_VARIANTS.indexOf(mt as 1 | 2 | 4)]!;
+      }
       pass.setPipeline(v.pipeline);
       for (let i = 0; i < v.bgs.length; i++) {
         pass.setBindGroup(0, v.bgs[i]!);

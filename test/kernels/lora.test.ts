@@ -11,6 +11,8 @@
 // W + mult·B·A. The slots hold 16 adapters of ranks 1..64 (maxLoraRank 64) with different targets (some lack
 // modules: rank 0 there), file dtypes F32/F16/BF16 and slot dtypes F32/F16/BF16; each row gets a random slot or NONE
 // (base only), slots repeat, and each row a scale multiplier (0 and negative included). Hidden sizes 7, 13, 64, 130.
+// Both matmul layouts run every group: the dispatcher's choice for M and, forced, the other one (K-split across the
+// lanes, or one column per lane with x and s shared by subgroup shuffles, where the device has 8-lane subgroups).
 // B is never zero, and every LoRA row must differ from the base by far more than the tolerance, so a kernel that
 // dropped the adapter cannot pass. Every value a kernel must not write (s beyond each rank, rows past M, y columns
 // outside the block) must come back bit for bit. Fixed seeds.
@@ -253,6 +255,8 @@ interface GroupCase {
   partRows?: number;
   /** MatmulLora.sPairsCached (1: ranks past 2 · lanes take the per-column path). */
   sPairsCached?: number;
+  /** Force the matmul's layout (MatmulSpec.rowsMinM); default: the dispatcher's choice for M. */
+  layout?: 'rows' | 'split';
 }
 
 async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
@@ -404,6 +408,7 @@ async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
       dims: h.dims(dims),
       dummy: h.dummy(),
       lora,
+      rowsMinM: c.layout === 'rows' ? 1 : c.layout === 'split' ? Infinity : undefined,
     });
     await h.run([shrink, mm], dims);
 
@@ -503,6 +508,10 @@ for (const cfg of CONFIGS) {
         const sPairsCached = si % 2 === 1 ? 1 : undefined;
         const label = `${kind}${kind === 'qkv' && sc.bias ? ' + bias' : ''}: ${M} ${kind === 'lm_head' ? 'sampled rows' : 'tokens'}${partRows ? `, W in parts of ${partRows} rows` : ''}${sPairsCached ? ', 1 s pair in registers' : ''}`;
         it(label, () => checkGroup(sc, { kind, M, seed, partRows, sPairsCached }));
+        // The same data through the layout the dispatcher would not pick for this M (row-per-lane below 5 rows,
+        // K-split from 5), where the device has 8-lane subgroups for the row-per-lane one.
+        const layout = M < 5 ? 'rows' : 'split';
+        it(`${label}, ${layout} layout`, () => checkGroup(sc, { kind, M, seed, partRows, sPairsCached, layout }));
       });
       const T = MS[(si + 5) % MS.length]!;
       it(`embedding LoRA: ${T} tokens`, () => checkEmbed(sc, T, 7000 + si));

@@ -4,7 +4,8 @@
 // Weights are random f32 rounded to the weight dtype first; the reference gets the rounded values, so only the
 // accumulation order differs. Every element of y outside the written block (other columns, rows >= M) must come
 // back bit for bit as it went in. Sizes: M in {1, 2, 3, 5, 9} (decode) and 17..100 (prefill), N and K from
-// {1, 7, 8, 33, 64, 130, 577, 1001}, weights split into parts, yOffset, rows: 'rows', M = 0. Fixed seeds.
+// {1, 7, 8, 33, 64, 130, 577, 1001}, weights split into parts, yOffset, rows: 'rows', M = 0; both layouts (K-split
+// and row-per-lane) forced at sizes where the dispatcher would pick the other. Fixed seeds.
 //
 // Tolerances (ε = 2^-24), with S[m, n] = Σ_k |x[m, k]·W[n, k]| + |bias[n]|:
 // - acc: the GPU sums K rounded products and the bias in f32 in some order: each of the K − 1 additions, the K
@@ -38,6 +39,11 @@ interface Case {
   ldyExtra?: number;
   /** Split W (and W2) into parts of this many rows. */
   partRows?: number;
+  /**
+   * Force a layout (MatmulSpec.rowsMinM): 'rows' runs the row-per-lane entry point at every M, 'split' the K-split
+   * one at every M; default: the dispatcher's choice. Devices without 8-lane subgroups run the K-split one anyway.
+   */
+  layout?: 'rows' | 'split';
 }
 
 function name(c: Case): string {
@@ -47,6 +53,7 @@ function name(c: Case): string {
     c.yOffset ? `yOffset ${c.yOffset}` : '',
     c.ldyExtra ? `ldy +${c.ldyExtra}` : '',
     c.partRows ? `parts of ${c.partRows} rows` : '',
+    c.layout ? `${c.layout} layout` : '',
   ].filter(Boolean);
   return `${c.epilogue} ${c.dtype} M ${c.M} N ${c.N} K ${c.K}${extra.length ? `, ${extra.join(', ')}` : ''}`;
 }
@@ -134,6 +141,7 @@ async function check(c: Case, seed: number): Promise<void> {
     rows: c.seqs ? 'rows' : 'tokens',
     dims: h.dims({ tokens, seqs: M }),
     dummy: h.dummy(),
+    rowsMinM: c.layout === 'rows' ? 1 : c.layout === 'split' ? Infinity : undefined,
   });
   await h.run(op, { tokens, seqs: M });
   const got = await h.readF32(yBuf, want.length);
@@ -230,4 +238,33 @@ it('matmul with M = 0 (dims.tokens 0) writes nothing', async () => {
   });
   await h.run(op, { tokens: 0, seqs: 0 });
   expectClose(await h.readF32(yBuf, y0.length), y0, () => 0, 'y after an empty step');
+});
+
+describe('matmul: both layouts at every batch size (row-per-lane where the device has 8-lane subgroups)', () => {
+  // The dispatcher picks the K-split layout up to 4 rows of x and, on CPU devices, the row-per-lane one from 5; here
+  // each runs where the other would: rows at M 1..4 (x rows 8 per workgroup, most of them past M) and at M 8, 16,
+  // 17 (one full workgroup of 8 or 16 rows, and one more), K-split at batch sizes. N not a multiple of the 32 (16
+  // for swiglu) columns of a rows workgroup, K not a multiple of 8.
+  const cases: Case[] = [];
+  const shapes = [
+    [1, 33, 577],
+    [2, 7, 130],
+    [3, 130, 33],
+    [4, 64, 64],
+    [8, 35, 1001],
+    [16, 77, 7],
+    [17, 130, 130],
+  ] as const;
+  let i = 0;
+  for (const layout of ['rows', 'split'] as const) {
+    for (const [M, N, K] of shapes) {
+      if (layout === 'split' && M < 5) continue;
+      for (const epilogue of ['store', 'add', 'swiglu'] as const) {
+        const dtype = (['F32', 'F16', 'BF16'] as const)[i % 3]!;
+        cases.push({ M, N, K, dtype, epilogue, bias: epilogue !== 'swiglu' && i % 2 === 0, layout, partRows: i % 4 === 1 ? 24 : undefined, seqs: i % 5 === 2 });
+        i++;
+      }
+    }
+  }
+  cases.forEach((c, j) => it(name(c), () => check(c, 500 + j)));
 });
