@@ -16,6 +16,8 @@
 // (lane l takes rank pairs (2l, 2l + 1), (2l + 2WG, ...), ...: one B word per pair for 16-bit slots; the token's
 // slot header and s pairs are read once per x row and member, not per column) and folded into the accumulators
 // before the one reduction (laneSum, from reduce_*.wgsl). Dispatch (ceil(N / ROWS), ceil(M / MT)).
+// The second entry point, `rows` (at the end of this file), is a row-per-lane layout for CPU devices, where it is
+// 2-3.5x faster from 5 rows of x; matmul.ts picks one per dispatch.
 // The shrink kernel (lora.wgsl) leaves an 8-word header in each row of s: [slot, ranks entry of member 0, 1, 2 (rank
 // | DORA_FLAG), scale multiplier, -, -, -], then the G·R shrunk values; so this kernel needs no slot, rank or scale
 // buffers (8 storage bindings: WebGPU's default limit).

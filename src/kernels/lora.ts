@@ -31,8 +31,9 @@ const PARAMS = {
 
 /** Words before the values in each row of s: slot, three ranks entries, the row's scale multiplier, 3 unused. */
 export const S_HEADER = 8;
-/** A rows per shrink workgroup (shader constant). */
+/** A rows per shrink workgroup (shader constants): K-split layout, row-per-lane layout (2 per lane). */
 const ROWS = 4;
+const ROWS_RL = 16;
 
 export interface ShrinkSpec {
   label: string;
@@ -46,11 +47,17 @@ export interface ShrinkSpec {
   slotOf: GPUBuffer;
   mult: GPUBuffer;
   rows?: 'tokens' | 'rows';
+  /**
+   * 'rows': the row-per-lane shrink, 'split': the K-split one; default: rows where the device prefers that layout
+   * (Gpu.rowsLayout). Devices without 8-lane subgroups always run the K-split one.
+   */
+  layout?: 'rows' | 'split';
 }
 
 export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
   const { lanes, shader } = gpu.laneReduce;
-  const pipeline = await gpu.pipeline(['lora', 'dtype', shader], 'shrink', { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes });
+  const rows = gpu.rowsCapable && (s.layout ?? (gpu.rowsLayout ? 'rows' : 'split')) === 'rows';
+  const pipeline = await gpu.pipeline(['lora', 'dtype', shader], rows ? 'shrink_rows' : 'shrink', { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes });
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
     Kp: s.group.inPadded,
     R: s.slots.maxRank,
@@ -72,7 +79,7 @@ export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
     10: s.group.A,
   });
   const fromRows = s.rows === 'rows';
-  const xGroups = Math.ceil(s.slots.maxRank / ROWS);
+  const xGroups = Math.ceil(s.slots.maxRank / (rows ? ROWS_RL : ROWS));
   return {
     label: s.label,
     encode(pass, d) {

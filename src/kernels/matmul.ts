@@ -11,6 +11,8 @@
 //   'add':    y[m, yOffset + n] += acc[m, n]                            (residual connection)
 //   'swiglu': y[m, n] = silu(acc[m, n]) · acc_up[m, n]   (acc_up from W2 and B2; no bias)
 // x: f32 [M, W.colsPadded] (pad columns zero); y: f32 [M, ldy]. A W split into parts runs one dispatch per part.
+// Two layouts: `main` splits K across the lanes (GPUs; any M) and `rows` gives each lane whole columns with x shared
+// by subgroup shuffles (CPU devices with 8-lane subgroups, from ROWS_MIN_M rows of x: see Gpu.rowsLayout).
 
 import type { Gpu } from '../gpu/device.js';
 import type { DType } from '../io/dtype.js';

@@ -11,8 +11,9 @@
 // W + mult·B·A. The slots hold 16 adapters of ranks 1..64 (maxLoraRank 64) with different targets (some lack
 // modules: rank 0 there), file dtypes F32/F16/BF16 and slot dtypes F32/F16/BF16; each row gets a random slot or NONE
 // (base only), slots repeat, and each row a scale multiplier (0 and negative included). Hidden sizes 7, 13, 64, 130.
-// Both matmul layouts run every group: the dispatcher's choice for M and, forced, the other one (K-split across the
-// lanes, or one column per lane with x and s shared by subgroup shuffles, where the device has 8-lane subgroups).
+// Both layouts of the matmul and of the shrink run every group: the dispatchers' choice for M and, forced, the other
+// one (K-split across the lanes, or whole rows per lane with x and s shared by subgroup shuffles, where the device
+// has 8-lane subgroups).
 // B is never zero, and every LoRA row must differ from the base by far more than the tolerance, so a kernel that
 // dropped the adapter cannot pass. Every value a kernel must not write (s beyond each rank, rows past M, y columns
 // outside the block) must come back bit for bit. Fixed seeds.
@@ -394,7 +395,7 @@ async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
     };
     const rows = fromRows ? ('rows' as const) : ('tokens' as const);
     const dims = { tokens, seqs: fromRows ? M : 1, lora: true };
-    const shrink = await loraShrinkOp(h.gpu(), { label: `${kind}.shrink`, slots, group, x: xBuf, s: sBuf, ldS, slotOf: slotOfBuf, mult: multBuf, rows });
+    const shrink = await loraShrinkOp(h.gpu(), { label: `${kind}.shrink`, slots, group, x: xBuf, s: sBuf, ldS, slotOf: slotOfBuf, mult: multBuf, rows, layout: c.layout });
     const mm = await matmulOp(h.gpu(), {
       label: kind,
       W,
