@@ -57,7 +57,8 @@ export interface ShrinkSpec {
 export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
   const { lanes, shader } = gpu.laneReduce;
   const rows = gpu.rowsCapable && (s.layout ?? (gpu.rowsLayout ? 'rows' : 'split')) === 'rows';
-  const pipeline = await gpu.pipeline(['lora', 'dtype', shader], rows ? 'shrink_rows' : 'shrink', { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes });
+  const files = rows ? (['lora', 'lora_rows', 'dtype', shader] as const) : (['lora', 'dtype', shader] as const);
+  const pipeline = await gpu.pipeline(files, rows ? 'shrink_rows' : 'shrink', { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes });
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
     Kp: s.group.inPadded,
     R: s.slots.maxRank,

@@ -169,7 +169,7 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
   };
   const rowsMinM = gpu.rowsCapable ? (s.rowsMinM ?? (gpu.rowsLayout ? ROWS_MIN_M : Infinity)) : Infinity;
   const buildRows = async (mt: number, lora: boolean) => {
-    const pipeline = await gpu.pipeline(['matmul', 'dtype', shader], 'rows', {
+    const pipeline = await gpu.pipeline(['matmul', 'matmul_rows', 'dtype', shader], 'rows', {
       WDTYPE: WDTYPE[s.W.dtype],
       EPILOGUE: EPILOGUE[s.epilogue],
       HAS_BIAS: s.bias ? 1 : 0,
