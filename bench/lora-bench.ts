@@ -27,7 +27,11 @@ async function decodeMs(llm: LLM, loras: ({ name: string; path: ReturnType<typeo
 }
 
 export async function loraBench(gpu: Gpu, dtype: DType, quick: boolean, log: (m: string) => void) {
+  // Requests of the one-at-a-time / batched comparison generate `tokens` each; the decode comparisons time
+  // `decodeTokens` steps (the interval between two tokens swings by 2x here when the JS thread is scheduled late, so
+  // the mean needs many of them).
   const tokens = quick ? 6 : 12;
+  const decodeTokens = quick ? 6 : 24;
   const llm = await LLM.load(syntheticModel(SMOLLM2_135M, dtype), {
     gpu,
     maxModelLen: 256,
@@ -64,9 +68,9 @@ export async function loraBench(gpu: Gpu, dtype: DType, quick: boolean, log: (m:
     let mixedMs = Infinity;
     let doraMs = Infinity;
     for (let round = 0; round < benchRounds(quick); round++) {
-      baseMs = Math.min(baseMs, await decodeMs(llm, base, tokens));
-      mixedMs = Math.min(mixedMs, await decodeMs(llm, adapters, tokens));
-      doraMs = Math.min(doraMs, await decodeMs(llm, doras, tokens));
+      baseMs = Math.min(baseMs, await decodeMs(llm, base, decodeTokens));
+      mixedMs = Math.min(mixedMs, await decodeMs(llm, adapters, decodeTokens));
+      doraMs = Math.min(doraMs, await decodeMs(llm, doras, decodeTokens));
     }
     await decodeMs(llm, adapters, 2); // the LoRA adapters back in the slots
     const loadsAfterMixed = slotStats.loads;
