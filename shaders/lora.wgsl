@@ -46,6 +46,21 @@ fn elem(i: u32) -> f32 {
   return elementOf(A[wordOf(i, WDTYPE)], i, WDTYPE);
 }
 
+// Writes token t's s header for member g (lane 0 of the member's `first` workgroup; the slot word with member 0)
+// and returns the member's rank in the token's slot (0 when the token has no adapter).
+fn shrinkHeader(t: u32, g: u32, first: bool, lane: u32) -> u32 {
+  let slot = slotOf[t];
+  let h = t * p.ldS;
+  if (lane == 0u && first && g == 0u) { s[h] = bitcast<f32>(slot); }
+  if (slot == NONE) { return 0u; }
+  let entry = ranks[slot * p.rankStride + p.rankBase + g];
+  if (lane == 0u && first) {
+    s[h + 1u + g] = bitcast<f32>(entry);
+    if (g == 0u) { s[h + 4u] = mult[t]; }
+  }
+  return entry & RANK_MASK;
+}
+
 // Shrink, in the matmul's K-split form (loads are what costs on lavapipe): a workgroup computes ROWS consecutive
 // rows j of member g for token t; its WG lanes split Kp in vec4<u32> chunks and reduce once with laneSum.
 // Dispatch (ceil(R / ROWS), T, G).
@@ -61,17 +76,10 @@ fn shrink(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let g = wg.z;
   let j0 = wg.x * ROWS;
   let slot = slotOf[t];
+  let rank = shrinkHeader(t, g, wg.x == 0u, lane);
   let h = t * p.ldS;
-  if (lane == 0u && wg.x == 0u && g == 0u) { s[h] = bitcast<f32>(slot); }
-  // slot and rank are the same for every lane: the early returns keep control flow uniform.
-  if (slot == NONE) { return; }
-  let entry = ranks[slot * p.rankStride + p.rankBase + g];
-  let rank = entry & RANK_MASK;
-  if (lane == 0u && wg.x == 0u) {
-    s[h + 1u + g] = bitcast<f32>(entry);
-    if (g == 0u) { s[h + 4u] = mult[t]; }
-  }
-  if (j0 >= rank) { return; }
+  // slot and rank are the same for every lane: the early return keeps control flow uniform.
+  if (slot == NONE || j0 >= rank) { return; }
   let XPV = select(2u, 1u, WDTYPE == 0u); // x vec4s per A vec4
   let KV = p.Kp / (4u * XPV);
   var acc = array<f32, ROWS>(0.0, 0.0, 0.0, 0.0);

@@ -12,16 +12,9 @@ fn shrink_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
   let g = wg.z;
   let j0 = wg.x * RROWS * 8u;
   let slot = slotOf[t];
+  let rank = shrinkHeader(t, g, wg.x == 0u, lane);
   let h = t * p.ldS;
-  if (lane == 0u && wg.x == 0u && g == 0u) { s[h] = bitcast<f32>(slot); }
-  if (slot == NONE) { return; }
-  let entry = ranks[slot * p.rankStride + p.rankBase + g];
-  let rank = entry & RANK_MASK;
-  if (lane == 0u && wg.x == 0u) {
-    s[h + 1u + g] = bitcast<f32>(entry);
-    if (g == 0u) { s[h + 4u] = mult[t]; }
-  }
-  if (j0 >= rank) { return; }
+  if (slot == NONE || j0 >= rank) { return; }
   let XPV = select(2u, 1u, WDTYPE == 0u); // x vec4s per A vec4
   let KV = p.Kp / (4u * XPV);
   let xb = t * (p.Kp / 4u);

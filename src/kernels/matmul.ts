@@ -46,8 +46,9 @@ const MT_VARIANTS = [1, 2, 4] as const;
 const mtFor = (M: number) => (M === 1 ? 1 : M === 2 ? 2 : 4);
 /** x rows per workgroup of the `rows` entry point: 8 up to 8 rows, 16 beyond. */
 const ROWS_MT = [8, 16] as const;
-/** W rows per lane of the `rows` entry point. */
+/** W rows per lane of the `rows` entry point (per matrix: the SwiGLU tile holds two). */
 const ROWS_RL = 4;
+const ROWS_RL_GATED = 2;
 /** Smallest M that takes the `rows` entry point where the device suits it (below, `main` measured as fast or faster). */
 const ROWS_MIN_M = 5;
 /**
@@ -137,63 +138,46 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
       dOff: L?.doraWords ?? 0,
     }),
   );
+  // Specialization and bind groups (one per part of W) shared by both entry points.
+  const constants = (mt: number, lora: boolean) => ({
+    WDTYPE: WDTYPE[s.W.dtype],
+    EPILOGUE: EPILOGUE[s.epilogue],
+    HAS_BIAS: s.bias ? 1 : 0,
+    LORA: lora ? 1 : 0,
+    LDTYPE: L ? WDTYPE[L.dtype] : 0,
+    MT: mt,
+    WG: lanes,
+  });
+  const bindParts = (pipeline: GPUComputePipeline, lora: boolean, tag: string) =>
+    s.W.parts.map((part, i) =>
+      bindGroup(gpu.device, pipeline, `${s.label}.${tag}${i}`, {
+        0: s.dims,
+        1: params[i]!,
+        2: s.x,
+        3: part.buffer,
+        4: s.W2?.parts[i]!.buffer ?? s.dummy,
+        5: s.bias?.buffer ?? s.dummy,
+        6: s.y,
+        7: (lora && L?.s) || s.dummy,
+        8: (lora && L?.B) || s.dummy,
+        9: (lora && L?.B2) || s.dummy,
+      }),
+    );
   const build = async (mt: number, lora: boolean) => {
     const rowsPerGroup = rowsFor(mt, gated, s.W.dtype);
     const pipeline = await gpu.pipeline(['matmul', 'dtype', shader], 'main', {
-      WDTYPE: WDTYPE[s.W.dtype],
-      EPILOGUE: EPILOGUE[s.epilogue],
-      HAS_BIAS: s.bias ? 1 : 0,
-      LORA: lora ? 1 : 0,
-      LDTYPE: L ? WDTYPE[L.dtype] : 0,
-      MT: mt,
+      ...constants(mt, lora),
       ROWS: rowsPerGroup,
-      WG: lanes,
       LPAIRS: Math.max(1, Math.ceil((L?.R ?? 0) / (2 * lanes))),
       SPAIRS: Math.min(L?.sPairsCached ?? S_PAIRS_MAX, S_PAIRS_MAX),
     });
-    const bgs = s.W.parts.map((part, i) =>
-      bindGroup(gpu.device, pipeline, `${s.label}.bg${i}`, {
-        0: s.dims,
-        1: params[i]!,
-        2: s.x,
-        3: part.buffer,
-        4: s.W2?.parts[i]!.buffer ?? s.dummy,
-        5: s.bias?.buffer ?? s.dummy,
-        6: s.y,
-        7: (lora && L?.s) || s.dummy,
-        8: (lora && L?.B) || s.dummy,
-        9: (lora && L?.B2) || s.dummy,
-      }),
-    );
-    return { pipeline, bgs, groups: s.W.parts.map((p) => Math.ceil(p.rows / rowsPerGroup)) };
+    return { pipeline, bgs: bindParts(pipeline, lora, 'bg'), groups: s.W.parts.map((p) => Math.ceil(p.rows / rowsPerGroup)) };
   };
   const rowsMinM = gpu.rowsCapable ? (s.rowsMinM ?? (gpu.rowsLayout ? ROWS_MIN_M : Infinity)) : Infinity;
+  const rowsPerLane = gated ? ROWS_RL_GATED : ROWS_RL;
   const buildRows = async (mt: number, lora: boolean) => {
-    const pipeline = await gpu.pipeline(['matmul', 'matmul_rows', 'dtype', shader], 'rows', {
-      WDTYPE: WDTYPE[s.W.dtype],
-      EPILOGUE: EPILOGUE[s.epilogue],
-      HAS_BIAS: s.bias ? 1 : 0,
-      LORA: lora ? 1 : 0,
-      LDTYPE: L ? WDTYPE[L.dtype] : 0,
-      MT: mt,
-      RL: gated ? 2 : ROWS_RL,
-      WG: lanes,
-    });
-    const bgs = s.W.parts.map((part, i) =>
-      bindGroup(gpu.device, pipeline, `${s.label}.rows.bg${i}`, {
-        0: s.dims,
-        1: params[i]!,
-        2: s.x,
-        3: part.buffer,
-        4: s.W2?.parts[i]!.buffer ?? s.dummy,
-        5: s.bias?.buffer ?? s.dummy,
-        6: s.y,
-        7: (lora && L?.s) || s.dummy,
-        8: (lora && L?.B) || s.dummy,
-        9: (lora && L?.B2) || s.dummy,
-      }),
-    );
-    return { pipeline, bgs, groups: s.W.parts.map((p) => Math.ceil(p.rows / ((gated ? 2 : ROWS_RL) * lanes))) };
+    const pipeline = await gpu.pipeline(['matmul', 'matmul_rows', 'dtype', shader], 'rows', { ...constants(mt, lora), RL: rowsPerLane });
+    return { pipeline, bgs: bindParts(pipeline, lora, 'rows.bg'), groups: s.W.parts.map((p) => Math.ceil(p.rows / (rowsPerLane * lanes))) };
   };
   const plain = await Promise.all(MT_VARIANTS.map((mt) => build(mt, false)));
   const withLora = L ? await Promise.all(MT_VARIANTS.map((mt) => build(mt, true))) : plain;
