@@ -4,29 +4,75 @@
 // lane l rows j0 + l and j0 + 8 + l over the whole of Kp; x comes in blocks of 8 A chunks, each lane loading one or
 // two x vec4s of the block that the others take by subgroupShuffle. No reduction. WG must be 8. Dispatch
 // (ceil(R / 16), T, G).
+//
+// With NORM the dispatch first does the RMSNorm whose output the shrink reads (a dispatch costs about as much as a
+// small kernel on these devices, and q/k/v and gate/up shrink a norm's output right after it):
+//   inv = 1 / sqrt(Σ_{i<H} x[t, i]² / H + eps);  xn[t, i] = x[t, i] · inv · w[i]  (i < H; columns H..Kp written 0)
+// written by workgroup (0, t, 0); every workgroup of token t computes the same inv (same loads, same order) and
+// builds the xn chunks it reads from x and w itself, so none waits for another. x, xn: rows of stride Kp.
 const RROWS: u32 = 2u; // rows per lane
+
+override NORM: bool = false;
+override NWDTYPE: u32 = 0u; // the norm weight's dtype (WDTYPE is the slots')
+
+struct NormParams {
+  H: u32, // normalized width (elements)
+  eps: f32,
+}
+
+@group(0) @binding(11) var<uniform> np: NormParams;
+@group(0) @binding(13) var<storage, read> normW4: array<vec4<u32>>; // the norm weight's words, 4 at a time
+@group(0) @binding(14) var<storage, read_write> xn4: array<vec4<f32>>;
+
+// Shrink input chunk c (elements 4c..4c + 3) of the row whose x chunks start at xb: x itself, or with NORM xn.
+fn inChunk(xb: u32, c: u32, inv: f32) -> vec4<f32> {
+  if (!NORM) { return x4[xb + c]; }
+  var w: vec4<f32>;
+  if (NWDTYPE == 0u) {
+    w = bitcast<vec4<f32>>(normW4[c]);
+  } else {
+    w = widen8(normW4[c / 2u], NWDTYPE)[c % 2u];
+  }
+  // Past H the weight vector ends (its last vec4 may be partial): those columns of xn are 0.
+  let i = 4u * c;
+  w = select(vec4<f32>(0.0), w, vec4<u32>(i, i + 1u, i + 2u, i + 3u) < vec4<u32>(np.H));
+  return x4[xb + c] * inv * w;
+}
 
 @compute @workgroup_size(WG)
 fn shrink_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let t = wg.y;
   let g = wg.z;
   let j0 = wg.x * RROWS * 8u;
+  let XV = p.Kp / 4u; // x vec4s per row
+  let xb = t * XV;
+  var inv = 1.0;
+  if (NORM) {
+    var ss = 0.0;
+    for (var c = lane; c < XV; c += WG) {
+      let v = x4[xb + c];
+      ss += dot(v, v);
+    }
+    inv = inverseSqrt(laneSum(ss, lane) / f32(np.H) + np.eps);
+    if (wg.x == 0u && g == 0u) {
+      for (var c = lane; c < XV; c += WG) { xn4[xb + c] = inChunk(xb, c, inv); }
+    }
+  }
   let slot = slotOf[t];
   let rank = shrinkHeader(t, g, wg.x == 0u, lane);
   let h = t * p.ldS;
   if (slot == NONE || j0 >= rank) { return; }
   let XPV = select(2u, 1u, WDTYPE == 0u); // x vec4s per A vec4
   let KV = p.Kp / (4u * XPV);
-  let xb = t * (p.Kp / 4u);
-  let xLast = xb + p.Kp / 4u - 1u;
   var row: array<u32, RROWS>;
   for (var r = 0u; r < RROWS; r++) { row[r] = ((slot * p.G + g) * p.R + min(j0 + r * 8u + lane, rank - 1u)) * KV; }
   var acc: array<f32, RROWS>;
   for (var kb = 0u; kb < KV; kb += 8u) {
-    let q = xb + kb * XPV + lane;
-    let x0 = x4[min(q, xLast)];
+    let q = kb * XPV + lane;
+    var x0 = vec4<f32>(0.0);
+    if (q < XV) { x0 = inChunk(xb, q, inv); }
     var x1 = vec4<f32>(0.0);
-    if (XPV == 2u) { x1 = x4[min(q + 8u, xLast)]; }
+    if (XPV == 2u && q + 8u < XV) { x1 = inChunk(xb, q + 8u, inv); }
     for (var i = 0u; i < 8u; i++) {
       if (kb + i >= KV) { break; }
       var xa: vec4<f32>;

@@ -1,5 +1,6 @@
-// Dispatchers for shaders/lora.wgsl: the multi-LoRA shrink (the expand is fused into matmul.ts), and the
-// embedding LoRA (gather + expand into the embedded rows).
+// Dispatchers for shaders/lora.wgsl (+ lora_rows.wgsl, the row-per-lane shrink): the multi-LoRA shrink (the expand
+// is fused into matmul.ts), the RMSNorm + shrink pair that q/k/v and gate/up need (one dispatch on CPU devices), and
+// the embedding LoRA (gather + expand into the embedded rows).
 //
 // Contract (shrink), for each row t < M (M = step tokens, or step rows for lm_head) and member g < G:
 //   s[t, 0] = slot = slotOf[t];  s[t, 1 + g] = e_g = ranks[slot, rankBase + g]  (u32 bits: rank_g | DORA_FLAG)
@@ -15,6 +16,7 @@ import { WDTYPE } from '../gpu/tensors.js';
 import type { LoraSlots, SlotGroup } from '../lora/gpu-slots.js';
 import { paramsBuffer } from './params.js';
 import type { Op } from './op.js';
+import { rmsnormOp, type RmsNormSpec } from './rmsnorm.js';
 import { bindGroup } from './op.js';
 
 const PARAMS = {
@@ -28,6 +30,8 @@ const PARAMS = {
   ldy: 'u32', // expand: row stride of y (elements)
   Rp: 'u32', // expand: row stride of B (elements)
 } as const;
+
+const NORM_PARAMS = { H: 'u32', eps: 'f32' } as const;
 
 /** Words before the values in each row of s: slot, three ranks entries, the row's scale multiplier, 3 unused. */
 export const S_HEADER = 8;
@@ -55,10 +59,35 @@ export interface ShrinkSpec {
 }
 
 export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
-  const { lanes, shader } = gpu.laneReduce;
   const rows = gpu.rowsCapable && (s.layout ?? (gpu.rowsLayout ? 'rows' : 'split')) === 'rows';
+  return shrinkOp(gpu, s, s.x, rows, null);
+}
+
+export interface NormShrinkSpec extends Omit<ShrinkSpec, 'x' | 'rows' | 'layout'> {
+  /** The rmsnorm: its x and its output y (the shrink's input), both with row stride group.inPadded. */
+  norm: Omit<RmsNormSpec, 'rows' | 'ld'>;
+}
+
+/**
+ * RMSNorm followed by the shrink of its output: rmsnormOp's contract (ld = group.inPadded) and then loraShrinkOp's
+ * on its output y; the columns of y from H to group.inPadded may be written with zeros. Where the device prefers
+ * the row-per-lane layout (Gpu.rowsLayout) one dispatch (shrink_rows with NORM) does both in steps with adapters and
+ * the plain rmsnorm runs in steps without; elsewhere it is the two ops in sequence.
+ */
+export async function loraNormShrinkOp(gpu: Gpu, s: NormShrinkSpec): Promise<Op[]> {
+  const norm = await rmsnormOp(gpu, { ...s.norm, ld: s.group.inPadded });
+  if (!gpu.rowsLayout) return [norm, await loraShrinkOp(gpu, { ...s, x: s.norm.y })];
+  const fused = await shrinkOp(gpu, s, s.norm.x, true, s.norm);
+  return [{ label: `${s.norm.label}+${s.label}`, encode: (pass, d) => (d.lora ? fused.encode(pass, d) : norm.encode(pass, d)) }];
+}
+
+/** The shrink over input x in either layout; with `norm` (rows layout only) the fused RMSNorm + shrink. */
+async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: boolean, norm: NormShrinkSpec['norm'] | null): Promise<Op> {
+  const { lanes, shader } = gpu.laneReduce;
   const files = rows ? (['lora', 'lora_rows', 'dtype', shader] as const) : (['lora', 'dtype', shader] as const);
-  const pipeline = await gpu.pipeline(files, rows ? 'shrink_rows' : 'shrink', { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes });
+  const constants: Record<string, number> = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes };
+  if (rows) Object.assign(constants, { NORM: norm ? 1 : 0, NWDTYPE: norm ? WDTYPE[norm.w.dtype] : 0 });
+  const pipeline = await gpu.pipeline(files, rows ? 'shrink_rows' : 'shrink', constants);
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
     Kp: s.group.inPadded,
     R: s.slots.maxRank,
@@ -70,15 +99,15 @@ export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
     ldy: 0,
     Rp: 0,
   });
-  const bg = bindGroup(gpu.device, pipeline, s.label, {
-    1: params,
-    2: s.slotOf,
-    3: s.mult,
-    4: s.slots.ranks,
-    6: s.x,
-    7: s.s,
-    10: s.group.A,
-  });
+  const buffers: Record<number, GPUBuffer> = { 1: params, 2: s.slotOf, 3: s.mult, 4: s.slots.ranks, 6: x, 7: s.s, 10: s.group.A };
+  if (rows) {
+    // shrink_rows binds the norm's buffers whether or not NORM is set (stand-ins without it).
+    const standIn = (tag: string) => gpu.buffer(`${s.label}.${tag}`, 16, GPUBufferUsage.STORAGE);
+    buffers[11] = paramsBuffer(gpu.device, `${s.label}.norm`, NORM_PARAMS, { H: norm?.w.length ?? 0, eps: norm?.eps ?? 0 });
+    buffers[13] = norm?.w.buffer ?? standIn('no-norm-w');
+    buffers[14] = norm?.y ?? standIn('no-xn');
+  }
+  const bg = bindGroup(gpu.device, pipeline, s.label, buffers);
   const fromRows = s.rows === 'rows';
   const xGroups = Math.ceil(s.slots.maxRank / (rows ? ROWS_RL : ROWS));
   return {

@@ -17,12 +17,12 @@ import { pad8 } from '../gpu/tensors.js';
 import type { Op, StepDims } from '../kernels/op.js';
 import { sequence } from '../kernels/op.js';
 import { embedOp } from '../kernels/embed.js';
-import { rmsnormOp } from '../kernels/rmsnorm.js';
+import { rmsnormOp, type RmsNormSpec } from '../kernels/rmsnorm.js';
 import { matmulOp } from '../kernels/matmul.js';
 import { ropeOp } from '../kernels/rope.js';
 import { attentionOp } from '../kernels/attention.js';
 import { MAX_LOGIT_BIAS, MAX_TOPN, sampleOp } from '../kernels/sample.js';
-import { embedLoraOp, loraShrinkOp, S_HEADER } from '../kernels/lora.js';
+import { embedLoraOp, loraNormShrinkOp, loraShrinkOp, S_HEADER } from '../kernels/lora.js';
 import type { MatmulLora } from '../kernels/matmul.js';
 import type { LoraSlots, SlotGroup } from '../lora/gpu-slots.js';
 import type { KvPool } from '../kv/kv-pool.js';
@@ -157,24 +157,23 @@ export class ModelRunner {
     // Multi-LoRA: one scratch s [max(T, R), 8 + 3·rank] reused by every group (shrink, then its matmul).
     const ldS = slots ? S_HEADER + 3 * slots.maxRank : 0;
     const s = slots ? buf('lora.s', Math.max(T, R) * ldS * 4) : dummy;
-    const lora = async (group: SlotGroup, input: GPUBuffer, label: string, rows?: 'rows'): Promise<{ shrink: Op[]; mm?: MatmulLora }> => {
-      if (!slots) return { shrink: [] };
+    // A group's shrink (with `norm`: the rmsnorm that produces its input first, fused where the device prefers).
+    type Norm = Omit<RmsNormSpec, 'rows' | 'ld'>;
+    const lora = async (group: SlotGroup | undefined, input: GPUBuffer, label: string, rows?: 'rows', norm?: Norm): Promise<{ shrink: Op[]; mm?: MatmulLora }> => {
+      if (!slots || !group) return { shrink: norm ? [await rmsnormOp(gpu, { ...norm, ld: H })] : [] };
       const total = group.memberRows.reduce((a, b) => a + b, 0);
       const qkvBounds = group.name === 'qkv';
+      const spec = {
+        label: `${label}.shrink`,
+        slots,
+        group,
+        s,
+        ldS,
+        slotOf: rows ? batch.rowSlotBuf : batch.slotOfBuf,
+        mult: rows ? batch.rowMultBuf : batch.multBuf,
+      };
       return {
-        shrink: [
-          await loraShrinkOp(gpu, {
-            label: `${label}.shrink`,
-            slots,
-            group,
-            x: input,
-            s,
-            ldS,
-            slotOf: rows ? batch.rowSlotBuf : batch.slotOfBuf,
-            mult: rows ? batch.rowMultBuf : batch.multBuf,
-            rows,
-          }),
-        ],
+        shrink: norm ? await loraNormShrinkOp(gpu, { ...spec, norm }) : [await loraShrinkOp(gpu, { ...spec, x: input, rows })],
         mm: {
           dtype: slots.dtype,
           B: group.B[0]!,
@@ -215,12 +214,11 @@ export class ModelRunner {
       const L = w.layers[l]!;
       const n = `layer${l}`;
       const G = slots?.layers[l];
-      const qkvLora = G ? await lora(G[0]!, xn, `${n}.qkv`) : { shrink: [] };
-      const oLora = G ? await lora(G[1]!, attn, `${n}.o`) : { shrink: [] };
-      const guLora = G ? await lora(G[2]!, xn, `${n}.gate_up`) : { shrink: [] };
-      const downLora = G ? await lora(G[3]!, mlp, `${n}.down`) : { shrink: [] };
+      const qkvLora = await lora(G?.[0], xn, `${n}.qkv`, undefined, { label: `${n}.input_norm`, w: L.inputNorm, x, y: xn, eps: c.rmsNormEps });
+      const oLora = await lora(G?.[1], attn, `${n}.o`);
+      const guLora = await lora(G?.[2], xn, `${n}.gate_up`, undefined, { label: `${n}.post_norm`, w: L.postNorm, x, y: xn, eps: c.rmsNormEps });
+      const downLora = await lora(G?.[3], mlp, `${n}.down`);
       ops.push(
-        await rmsnormOp(gpu, { label: `${n}.input_norm`, w: L.inputNorm, x, y: xn, ld: H, eps: c.rmsNormEps }),
         ...qkvLora.shrink,
         await matmulOp(gpu, { label: `${n}.qkv`, W: L.qkv, bias: L.qkvBias, x: xn, y: qkv, ldy: ldqkv, epilogue: 'store', dims, dummy, lora: qkvLora.mm }),
         await ropeOp(gpu, {
@@ -261,7 +259,6 @@ export class ModelRunner {
         }),
         ...oLora.shrink,
         await matmulOp(gpu, { label: `${n}.o`, W: L.o, bias: L.oBias, x: attn, y: x, ldy: H, epilogue: 'add', dims, dummy, lora: oLora.mm }),
-        await rmsnormOp(gpu, { label: `${n}.post_norm`, w: L.postNorm, x, y: xn, ld: H, eps: c.rmsNormEps }),
         ...guLora.shrink,
         await matmulOp(gpu, { label: `${n}.gate_up`, W: L.gate, W2: L.up, x: xn, y: mlp, ldy: ldmlp, epilogue: 'swiglu', dims, dummy, lora: guLora.mm }),
         ...downLora.shrink,

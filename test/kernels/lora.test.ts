@@ -36,13 +36,13 @@ import { describe, expect, it } from 'vitest';
 import { pad8 } from '../../src/gpu/tensors.js';
 import type { DType } from '../../src/io/dtype.js';
 import { DTYPE_BYTES } from '../../src/io/dtype.js';
-import { embedLoraOp, loraShrinkOp, S_HEADER } from '../../src/kernels/lora.js';
+import { embedLoraOp, loraNormShrinkOp, loraShrinkOp, S_HEADER } from '../../src/kernels/lora.js';
 import { matmulOp, type MatmulLora, type MatmulSpec } from '../../src/kernels/matmul.js';
 import type { LoraAdapter } from '../../src/lora/adapter.js';
 import { baseLoraModules } from '../../src/lora/adapter.js';
 import { LoraSlots, type SlotGroup } from '../../src/lora/gpu-slots.js';
 import type { ModelConfig } from '../../src/model/config-types.js';
-import { linear, type LinearWeights, type LoraDelta, silu, siluMul } from '../../src/reference/ops.js';
+import { linear, type LinearWeights, type LoraDelta, rmsnorm, silu, siluMul } from '../../src/reference/ops.js';
 import { EPS, expectClose, expectExact, padRows, randomF32, rng, type Rng, roundToDType, SENTINEL, useKernelHarness } from '../helpers/kernels.js';
 import { type AdapterSpec, kernelConfig, type KernelConfigSpec, makeAdapter, mergeDelta, slotDelta } from '../helpers/lora.js';
 
@@ -490,6 +490,81 @@ async function checkEmbed(sc: Scenario, T: number, seed: number): Promise<void> 
   });
 }
 
+/**
+ * RMSNorm + shrink (loraNormShrinkOp; one fused dispatch where the device prefers the row-per-lane layout): xn
+ * against the reference rmsnorm within rmsnorm.test.ts's tolerance ((H + 1)/2 + 12)·ε·m_i, and s against the
+ * shrink of the reference xn: the shrink's tolerance plus what xn's error moves it by, |mult|·Σ_k |A_jk|·tol_k.
+ */
+async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number, seed: number): Promise<void> {
+  const config = kernelConfig(sc.config);
+  const adapters = await adaptersFor(sc.config);
+  const r = rng(seed);
+  const H = config.hiddenSize;
+  const Kp = pad8(H);
+  const G = kind === 'qkv' ? 3 : 2;
+  const paths = memberPaths(kind, sc.layer);
+  const ldS = S_HEADER + 3 * MAX_RANK;
+  const sRows = M + 1;
+  const eps = 1e-5;
+  const x0 = new Float32Array((M + 1) * Kp);
+  for (let t = 0; t < M; t++) x0.set(randomF32(r, H, [1, 1e-3, 37][t % 3]), t * Kp);
+  const w = roundToDType(randomF32(r, H, 2), sc.dtype);
+  const xnRef = new Float32Array(M * H);
+  const xnTol = new Float64Array(M * H);
+  for (let t = 0; t < M; t++) {
+    const row = x0.subarray(t * Kp, t * Kp + H);
+    xnRef.set(rmsnorm(row, w.values, eps), t * H);
+    let ss = 0;
+    for (let i = 0; i < H; i++) ss += row[i]! * row[i]!;
+    const inv = 1 / Math.sqrt(ss / H + eps);
+    for (let i = 0; i < H; i++) xnTol[t * H + i] = ((H + 1) / 2 + 12) * EPS * Math.abs(row[i]! * w.values[i]!) * inv;
+  }
+  const { slotOf, mult } = assignRows(r, M, MAX_LORAS);
+  const delta = (m: number, g: number): LoraDelta | null => {
+    const slot = slotOf[m]!;
+    if (slot === NONE) return null;
+    const d = slotDelta(adapters[slot]!, paths[g]!, sc.dtype, 1);
+    return d && { ...d, scale: mult[m]! };
+  };
+  const e = expectedS(M, sRows, ldS, slotOf, mult, delta, xnRef, H, G);
+  for (let m = 0; m < M; m++) {
+    for (let g = 0; g < G; g++) {
+      const d = delta(m, g);
+      for (let j = 0; j < (d?.rank ?? 0); j++) {
+        let moved = 0;
+        for (let k = 0; k < H; k++) moved += Math.abs(d!.a[j * H + k]!) * xnTol[m * H + k]!;
+        e.tol[m * ldS + S_HEADER + g * MAX_RANK + j] += Math.abs(mult[m]!) * moved;
+      }
+    }
+  }
+  await withSlots(config, sc.dtype, adapters, async (slots) => {
+    const group = slots.layers[sc.layer]![GROUP_INDEX[kind]]!;
+    const xnBuf = h.storage('xn', new Float32Array((M + 1) * Kp));
+    const sBuf = h.storage('s', new Float32Array(sRows * ldS).fill(SENTINEL));
+    const ops = await loraNormShrinkOp(h.gpu(), {
+      label: `${kind}.shrink`,
+      slots,
+      group,
+      s: sBuf,
+      ldS,
+      slotOf: h.storage('slotOf', new Uint32Array(slotOf)),
+      mult: h.storage('mult', new Float32Array(mult)),
+      norm: { label: 'norm', w: h.vector('w', w.bytes, sc.dtype), x: h.storage('x', x0), y: xnBuf, eps },
+    });
+    await h.run(ops, { tokens: M, seqs: M, lora: true });
+    const what = `${kind} norm + shrink ${sc.dtype} H ${H} M ${M} (${ops.length === 1 ? 'fused' : 'two dispatches'})`;
+    const xn = await h.readF32(xnBuf);
+    const want = new Float32Array((M + 1) * Kp);
+    const tol = new Float64Array(want.length);
+    for (let t = 0; t < M; t++) {
+      want.set(xnRef.subarray(t * H, (t + 1) * H), t * Kp);
+      tol.set(xnTol.subarray(t * H, (t + 1) * H), t * Kp);
+    }
+    expectClose(xn, want, (i) => tol[i]!, `${what}: xn`, (i) => `xn[${Math.floor(i / Kp)}, ${i % Kp}]`);
+    checkS(await h.readF32(sBuf), e, sRows, ldS, what);
+  });
+}
+
 /** Row counts: prefill-sized (all 16 slots + NONE rows in one batch) and decode-sized (1, 2, 3 rows). */
 const MS = [40, 1, 21, 3, 2, 18];
 const KINDS: Kind[] = ['qkv', 'o', 'gate_up', 'down', 'lm_head'];
@@ -516,6 +591,10 @@ for (const cfg of CONFIGS) {
       });
       const T = MS[(si + 5) % MS.length]!;
       it(`embedding LoRA: ${T} tokens`, () => checkEmbed(sc, T, 7000 + si));
+      (['qkv', 'gate_up'] as const).forEach((kind, ki) => {
+        const M = MS[(si + ki + 2) % MS.length]!;
+        it(`rmsnorm + ${kind} shrink: ${M} tokens`, () => checkNormShrink(sc, kind, M, 8000 + 10 * si + ki));
+      });
     });
   }
 }
