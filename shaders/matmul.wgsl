@@ -123,8 +123,27 @@ fn doraFactor(d: DoraRow, n: u32, up: bool) -> f32 {
   let i = p.dOff + (d.slot * p.bRows + ng) * 4u;
   var t: vec4<u32>;
   if (up) { t = vec4<u32>(B2[i], B2[i + 1u], B2[i + 2u], B2[i + 3u]); } else { t = vec4<u32>(B[i], B[i + 1u], B[i + 2u], B[i + 3u]); }
-  let v = bitcast<vec4<f32>>(t);
-  return v.x / sqrt(v.y + 2.0 * c * v.z + c * c * v.w);
+  return doraScale(bitcast<vec4<f32>>(t), c);
+}
+
+// DoRA's factor from a table row t = (m_n, t1, t2, t3) and the row's scale multiplier c.
+fn doraScale(t: vec4<f32>, c: f32) -> f32 {
+  return t.x / sqrt(t.y + 2.0 * c * t.z + c * c * t.w);
+}
+
+// The epilogue for output (m, n) of this part: v = the accumulated sum (DoRA applied), u = the up projection's
+// (swiglu); bias, then store / add / SwiGLU into y.
+fn finish(m: u32, n: u32, v: f32, u: f32) {
+  var o = v;
+  if (HAS_BIAS) { o += loadBias(p.nBase + n); }
+  let yi = m * p.ldy + p.yOffset + n;
+  if (EPILOGUE == 0u) {
+    y[yi] = o;
+  } else if (EPILOGUE == 1u) {
+    y[yi] += o;
+  } else {
+    y[yi] = silu(o) * u;
+  }
 }
 
 @compute @workgroup_size(WG)
@@ -206,17 +225,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (n >= p.N || m >= M) { continue; }
     var v = acc[t];
     if (LORA) { v *= doraFactor(dora[t % MT], n, false); }
-    if (HAS_BIAS) { v += loadBias(p.nBase + n); }
-    let yi = m * p.ldy + p.yOffset + n;
-    if (EPILOGUE == 0u) {
-      y[yi] = v;
-    } else if (EPILOGUE == 1u) {
-      y[yi] += v;
-    } else {
-      var u = acc[ROWS * MT + t];
+    var u = 0.0;
+    if (gated) {
+      u = acc[ROWS * MT + t];
       if (LORA) { u *= doraFactor(dora[t % MT], n, true); }
-      y[yi] = silu(v) * u;
     }
+    finish(m, n, v, u);
   }
 }
 

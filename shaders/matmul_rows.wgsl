@@ -34,8 +34,7 @@ fn chunkDot(b0: u32, c: u32, s8: array<vec4<f32>, 2>, up: bool) -> f32 {
 
 // DoRA factor of global column ng (up: of W2) for a row with adapter slot and scale multiplier c (table via B4).
 fn doraFactor4(slot: u32, ng: u32, c: f32, up: bool) -> f32 {
-  let v = bitcast<vec4<f32>>(loadB4(p.dOff / 4u + slot * p.bRows + ng, up));
-  return v.x / sqrt(v.y + 2.0 * c * v.z + c * c * v.w);
+  return doraScale(bitcast<vec4<f32>>(loadB4(p.dOff / 4u + slot * p.bRows + ng, up)), c);
 }
 
 @compute @workgroup_size(WG)
@@ -127,17 +126,7 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     }
     for (var r = 0u; r < RL; r++) {
       let n = n0 + r * WG + lane;
-      if (n >= p.N) { continue; }
-      var v = vs[r];
-      if (HAS_BIAS) { v += loadBias(p.nBase + n); }
-      let yi = row * p.ldy + p.yOffset + n;
-      if (EPILOGUE == 0u) {
-        y[yi] = v;
-      } else if (EPILOGUE == 1u) {
-        y[yi] += v;
-      } else {
-        y[yi] = silu(v) * us[r];
-      }
+      if (n < p.N) { finish(row, n, vs[r], us[r]); }
     }
   }
 }
