@@ -2,7 +2,7 @@
 // its own adapter slot; the matching "expand" (·Bᵀ, added into the base output) is fused into matmul.wgsl's
 // epilogue. Also the embedding LoRA: a gather of A's column for the token id, and an expand that adds into x.
 //
-// Slots hold up to S adapters: A is u32 words [S][G][R][Kp] in the base's dtype (G stacked members of a fused
+// Slots hold up to S adapters: A is u32 words [S][G][R][Kp] (or chunk-major per [S][G] block: see aAt) in the base's dtype (G stacked members of a fused
 // projection: q,k,v -> 3; gate,up -> 2; o, down -> 1), rank R = maxLoraRank, rows padded to Kp = pad8(K).
 // ranks[slot · rankStride + rankBase + g] is member g's rank in that slot (0: the adapter does not touch it), with
 // DORA_FLAG set when the module uses DoRA.
@@ -66,8 +66,17 @@ fn shrinkHeader(t: u32, g: u32, first: bool, lane: u32) -> u32 {
 // Dispatch (ceil(R / ROWS), T, G).
 const ROWS: u32 = 4u;
 
+override ACHUNKS: bool = false; // A blocks chunk-major (LoraSlots.aChunks)
+
 fn aChunk(i: u32) -> array<vec4<f32>, 2> {
   return widen8(A4[i], WDTYPE);
+}
+
+// Index in A4 of chunk c (16 bytes) of row j of member block b = slot · G + g, whose rows are KV chunks long: rows
+// one after the other, or chunk-major (the R rows' chunk c side by side).
+fn aAt(b: u32, j: u32, c: u32, KV: u32) -> u32 {
+  if (ACHUNKS) { return (b * KV + c) * p.R + j; }
+  return (b * p.R + j) * KV + c;
 }
 
 @compute @workgroup_size(WG)
@@ -89,8 +98,7 @@ fn shrink(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     var x1 = vec4<f32>(0.0);
     if (XPV == 2u) { x1 = x4[xb + 1u]; }
     for (var r = 0u; r < ROWS; r++) {
-      let row = (slot * p.G + g) * p.R + min(j0 + r, rank - 1u);
-      let d = aChunk(row * KV + k);
+      let d = aChunk(aAt(slot * p.G + g, min(j0 + r, rank - 1u), k, KV));
       acc[r] += dot(d[0], x0) + dot(d[1], x1);
     }
   }

@@ -1,9 +1,9 @@
 // The LoRA shrink in the row-per-lane layout (entry point `shrink_rows`) for CPU devices with 8-lane subgroups, like
 // matmul_rows.wgsl; composed after lora.wgsl (its bindings and helpers), only where the device has the subgroups
 // feature (subgroupShuffle). Same contract as `shrink`. A workgroup computes 16 rows j of member g for token t,
-// lane l rows j0 + l and j0 + 8 + l over the whole of Kp; x comes in blocks of 8 A chunks, each lane loading one or
-// two x vec4s of the block that the others take by subgroupShuffle. No reduction. WG must be 8. Dispatch
-// (ceil(R / 16), T, G).
+// lane l rows j0 + l and j0 + 8 + l over the whole of Kp (with chunk-major A, the 16 rows' chunk is one contiguous
+// run); x comes in blocks of 8 A chunks, each lane loading one or two x vec4s of the block that the others take by
+// subgroupShuffle. No reduction. WG must be 8. Dispatch (ceil(R / 16), T, G).
 //
 // With NORM the dispatch first does the RMSNorm whose output the shrink reads (a dispatch costs about as much as a
 // small kernel on these devices, and q/k/v and gate/up shrink a norm's output right after it):
@@ -64,34 +64,40 @@ fn shrink_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
   if (slot == NONE || j0 >= rank) { return; }
   let XPV = select(2u, 1u, WDTYPE == 0u); // x vec4s per A vec4
   let KV = p.Kp / (4u * XPV);
-  var row: array<u32, RROWS>;
-  for (var r = 0u; r < RROWS; r++) { row[r] = ((slot * p.G + g) * p.R + min(j0 + r * 8u + lane, rank - 1u)) * KV; }
-  var acc: array<f32, RROWS>;
-  for (var kb = 0u; kb < KV; kb += 8u) {
-    let q = kb * XPV + lane;
-    var x0 = vec4<f32>(0.0);
-    if (q < XV) { x0 = inChunk(xb, q, inv); }
-    var x1 = vec4<f32>(0.0);
-    if (XPV == 2u && q + 8u < XV) { x1 = inChunk(xb, q + 8u, inv); }
-    for (var i = 0u; i < 8u; i++) {
-      if (kb + i >= KV) { break; }
-      var xa: vec4<f32>;
-      var xc = vec4<f32>(0.0);
-      if (XPV == 1u) {
-        xa = subgroupShuffle(x0, i);
-      } else if (i < 4u) {
-        xa = subgroupShuffle(x0, 2u * i);
-        xc = subgroupShuffle(x0, 2u * i + 1u);
-      } else {
-        xa = subgroupShuffle(x1, 2u * i - 8u);
-        xc = subgroupShuffle(x1, 2u * i - 7u);
-      }
-      for (var r = 0u; r < RROWS; r++) {
-        let d = aChunk(row[r] + kb + i);
-        acc[r] += dot(d[0], xa) + dot(d[1], xc);
-      }
+  let b = slot * p.G + g;
+  let j1 = min(j0 + lane, rank - 1u);
+  let j2 = min(j0 + 8u + lane, rank - 1u);
+  // One loop over the A chunks with a small body: on lavapipe every load is a few dozen instructions per lane, and
+  // bodies holding many of them (an unrolled block of 8 chunks) ran 2-3x slower per byte than this one.
+  var acc0 = 0.0;
+  var acc1 = 0.0;
+  var x0 = vec4<f32>(0.0);
+  var x1 = vec4<f32>(0.0);
+  for (var c = 0u; c < KV; c++) {
+    let i = c % 8u;
+    if (i == 0u) {
+      // The next block of 8 chunks: lane l loads its x vec4s (one per chunk for f32, two for 16-bit A).
+      let q = c * XPV + lane;
+      x0 = vec4<f32>(0.0);
+      if (q < XV) { x0 = inChunk(xb, q, inv); }
+      x1 = vec4<f32>(0.0);
+      if (XPV == 2u && q + 8u < XV) { x1 = inChunk(xb, q + 8u, inv); }
     }
+    var xa: vec4<f32>;
+    var xc = vec4<f32>(0.0);
+    if (XPV == 1u) {
+      xa = subgroupShuffle(x0, i);
+    } else {
+      let src = select(x1, x0, i < 4u);
+      xa = subgroupShuffle(src, (2u * i) % 8u);
+      xc = subgroupShuffle(src, (2u * i + 1u) % 8u);
+    }
+    let d0 = aChunk(aAt(b, j1, c, KV));
+    acc0 += dot(d0[0], xa) + dot(d0[1], xc);
+    let d1 = aChunk(aAt(b, j2, c, KV));
+    acc1 += dot(d1[0], xa) + dot(d1[1], xc);
   }
+  let acc = array<f32, RROWS>(acc0, acc1);
   let m = mult[t];
   for (var r = 0u; r < RROWS; r++) {
     let j = j0 + r * 8u + lane;

@@ -66,26 +66,46 @@ export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
 export interface NormShrinkSpec extends Omit<ShrinkSpec, 'x' | 'rows' | 'layout'> {
   /** The rmsnorm: its x and its output y (the shrink's input), both with row stride group.inPadded. */
   norm: Omit<RmsNormSpec, 'rows' | 'ld'>;
+  /** Steps with up to this many tokens run the fused dispatch (default FUSED_MAX_TOKENS; tests force either form). */
+  fusedMaxTokens?: number;
 }
+
+/**
+ * Most step tokens for which the fused RMSNorm + shrink runs. Each of its workgroups (G per token) redoes the norm,
+ * which a separate dispatch does once per token: on lavapipe, 16-token LoRA steps took 108-109 ms of worker CPU with
+ * the two dispatches against 110-115 fused, while single-token steps were 2-3 ms faster fused (equal at 4).
+ */
+export const FUSED_MAX_TOKENS = 4;
 
 /**
  * RMSNorm followed by the shrink of its output: rmsnormOp's contract (ld = group.inPadded) and then loraShrinkOp's
  * on its output y; the columns of y from H to group.inPadded may be written with zeros. Where the device prefers
- * the row-per-lane layout (Gpu.rowsLayout) one dispatch (shrink_rows with NORM) does both in steps with adapters and
- * the plain rmsnorm runs in steps without; elsewhere it is the two ops in sequence.
+ * the row-per-lane layout (Gpu.rowsLayout), steps with adapters and at most fusedMaxTokens tokens run one dispatch
+ * (shrink_rows with NORM) for both; otherwise it is the two ops in sequence (the norm alone in steps without adapters).
  */
 export async function loraNormShrinkOp(gpu: Gpu, s: NormShrinkSpec): Promise<Op[]> {
   const norm = await rmsnormOp(gpu, { ...s.norm, ld: s.group.inPadded });
-  if (!gpu.rowsLayout) return [norm, await loraShrinkOp(gpu, { ...s, x: s.norm.y })];
+  const shrink = await loraShrinkOp(gpu, { ...s, x: s.norm.y });
+  if (!gpu.rowsLayout) return [norm, shrink];
   const fused = await shrinkOp(gpu, s, s.norm.x, true, s.norm);
-  return [{ label: `${s.norm.label}+${s.label}`, encode: (pass, d) => (d.lora ? fused.encode(pass, d) : norm.encode(pass, d)) }];
+  const maxTokens = s.fusedMaxTokens ?? FUSED_MAX_TOKENS;
+  return [
+    {
+      label: `${s.norm.label}+${s.label}`,
+      encode(pass, d) {
+        if (d.lora && d.tokens <= maxTokens) return fused.encode(pass, d);
+        norm.encode(pass, d);
+        shrink.encode(pass, d);
+      },
+    },
+  ];
 }
 
 /** The shrink over input x in either layout; with `norm` (rows layout only) the fused RMSNorm + shrink. */
 async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: boolean, norm: NormShrinkSpec['norm'] | null): Promise<Op> {
   const { lanes, shader } = gpu.laneReduce;
   const files = rows ? (['lora', 'lora_rows', 'dtype', shader] as const) : (['lora', 'dtype', shader] as const);
-  const constants: Record<string, number> = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes };
+  const constants: Record<string, number> = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes, ACHUNKS: s.slots.aChunks ? 1 : 0 };
   if (rows) Object.assign(constants, { NORM: norm ? 1 : 0, NWDTYPE: norm ? WDTYPE[norm.w.dtype] : 0 });
   const pipeline = await gpu.pipeline(files, rows ? 'shrink_rows' : 'shrink', constants);
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {

@@ -8,7 +8,10 @@
 //   gate_up: A [S][2][R][pad8(hidden)]   B_gate, B_up [S][inter][Rp]
 //   down:    A [S][1][R][pad8(inter)]    B [S][hidden][Rp]
 // and, with `embeddings`, lm_head (A [S][1][R][pad8(hidden)], B [S][vocab][Rp]) and embed_tokens (A [S][R][pad8(vocab)],
-// B [S][hidden][Rp]). ranks: u32 [S][L·7 + 2]: each module's rank in the slot (0 = untouched by that adapter),
+// B [S][hidden][Rp]). Where the device runs the row-per-lane shrink (Gpu.rowsLayout) the linear groups' A blocks
+// are chunk-major instead (`aChunks`): per (slot, member), [Kp / CE][R][CE] with CE = 16 bytes of elements, so the
+// R rows' k-chunk c sit side by side and that shrink's lanes (one row each) read one contiguous run per chunk.
+// ranks: u32 [S][L·7 + 2]: each module's rank in the slot (0 = untouched by that adapter),
 // in LINEAR_MODULES order per layer, then lm_head, embed_tokens, | DORA_FLAG when the module uses DoRA.
 // S = maxLoras, R = maxLoraRank, Rp = pad8(R).
 // DoRA: every B buffer of a Linear group ends with a table f32 [S][rows][4] at word doraWords: per output row n of
@@ -66,6 +69,8 @@ export interface LoraSlotOptions {
   embeddings: boolean;
   /** The base model's weights: DoRA adapters read their row norms from them (prepareDora). */
   weights?: ModelWeights;
+  /** Chunk-major A blocks (see the top of this file); default: where the device prefers the row-per-lane layout. */
+  aChunks?: boolean;
 }
 
 interface SlotImage {
@@ -77,7 +82,7 @@ interface SlotImage {
 }
 
 interface Prepared {
-  /** Per module path: A image [rank][Kp] and B image [rows][Rp] (scale folded), in the slot dtype. */
+  /** Per module path: A image ([rank][Kp], or chunk-major [Kp / CE][R][CE]) and B image [rows][Rp] (scale folded), in the slot dtype. */
   images: Map<string, SlotImage>;
 }
 
@@ -87,6 +92,8 @@ export class LoraSlots {
   readonly rankPadded: number; // Rp
   readonly dtype: DType;
   readonly embeddings: boolean;
+  /** Linear groups' A blocks are chunk-major (the embed group's A stays [R][Vp]). */
+  readonly aChunks: boolean;
   /** [layer][group index in GROUPS order]. */
   readonly layers: SlotGroup[][];
   readonly lmHead: SlotGroup | null;
@@ -108,6 +115,7 @@ export class LoraSlots {
     this.maxRank = o.maxRank;
     this.rankPadded = pad8(o.maxRank);
     this.embeddings = o.embeddings;
+    this.aChunks = o.aChunks ?? gpu.rowsLayout;
     this.rankStride = config.numLayers * LINEAR_MODULES.length + 2;
     this.rankRow = new Uint32Array(this.rankStride);
     const S = o.maxLoras;
@@ -229,7 +237,9 @@ export class LoraSlots {
     if (todo.length === 0) return;
     const decoded = todo.map(([path]) => {
       const img = prep.images.get(path)!;
-      return { a: toFloat32(img.a, this.dtype), b: toFloat32(img.b, this.dtype) }; // A [r][Kp], B [out][Rp] (scaled)
+      const a = toFloat32(img.a, this.dtype);
+      // A [r][Kp], B [out][Rp] (scaled)
+      return { a: this.aChunks ? chunkMajor(a, img.rank, pad8(adapter.modules.get(path)!.inFeatures), this.maxRank, this.dtype, false) : a, b: toFloat32(img.b, this.dtype) };
     });
     const stats = await doraRowStats(
       this.gpu,
@@ -269,8 +279,10 @@ export class LoraSlots {
     const Kp = pad8(m.inFeatures);
     const a = loraFloat32(m.a); // [r, in]
     const b = loraFloat32(m.b); // [out, r]
-    const aImg = new Float32Array(r * Kp);
-    for (let j = 0; j < r; j++) aImg.set(a.subarray(j * m.inFeatures, (j + 1) * m.inFeatures), j * Kp);
+    const aRows = new Float32Array(r * Kp);
+    for (let j = 0; j < r; j++) aRows.set(a.subarray(j * m.inFeatures, (j + 1) * m.inFeatures), j * Kp);
+    // The embedding's A is gathered by column, never shrunk: it keeps its rows.
+    const aImg = this.aChunks && m.target !== 'embed_tokens' ? chunkMajor(aRows, r, Kp, this.maxRank, this.dtype, true) : aRows;
     const bImg = new Float32Array(m.outFeatures * Rp);
     for (let n = 0; n < m.outFeatures; n++) {
       for (let j = 0; j < r; j++) bImg[n * Rp + j] = m.scale * b[n * r + j]!;
@@ -281,6 +293,25 @@ export class LoraSlots {
   destroy(): void {
     for (const b of this.buffers) b.destroy();
   }
+}
+
+/**
+ * Between an A image's rows [r][Kp] and its chunk-major form [Kp / CE][R][CE] (CE = elements per 16 bytes in
+ * `dtype`; rows r..R-1 zero): `toChunks` true builds the chunk-major form from rows, false takes the rows back.
+ */
+export function chunkMajor(a: Float32Array, r: number, Kp: number, R: number, dtype: DType, toChunks: boolean): Float32Array {
+  const CE = 16 / DTYPE_BYTES[dtype];
+  const KV = Kp / CE;
+  const out = new Float32Array(toChunks ? R * Kp : r * Kp);
+  for (let j = 0; j < r; j++) {
+    for (let c = 0; c < KV; c++) {
+      const rowAt = j * Kp + c * CE;
+      const chunkAt = (c * R + j) * CE;
+      if (toChunks) out.set(a.subarray(rowAt, rowAt + CE), chunkAt);
+      else out.set(a.subarray(chunkAt, chunkAt + CE), rowAt);
+    }
+  }
+  return out;
 }
 
 /**

@@ -36,7 +36,7 @@ import { describe, expect, it } from 'vitest';
 import { pad8 } from '../../src/gpu/tensors.js';
 import type { DType } from '../../src/io/dtype.js';
 import { DTYPE_BYTES } from '../../src/io/dtype.js';
-import { embedLoraOp, loraNormShrinkOp, loraShrinkOp, S_HEADER } from '../../src/kernels/lora.js';
+import { embedLoraOp, FUSED_MAX_TOKENS, loraNormShrinkOp, loraShrinkOp, S_HEADER } from '../../src/kernels/lora.js';
 import { matmulOp, type MatmulLora, type MatmulSpec } from '../../src/kernels/matmul.js';
 import type { LoraAdapter } from '../../src/lora/adapter.js';
 import { baseLoraModules } from '../../src/lora/adapter.js';
@@ -495,7 +495,7 @@ async function checkEmbed(sc: Scenario, T: number, seed: number): Promise<void> 
  * against the reference rmsnorm within rmsnorm.test.ts's tolerance ((H + 1)/2 + 12)·ε·m_i, and s against the
  * shrink of the reference xn: the shrink's tolerance plus what xn's error moves it by, |mult|·Σ_k |A_jk|·tol_k.
  */
-async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number, seed: number): Promise<void> {
+async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number, seed: number, fusedMaxTokens?: number): Promise<void> {
   const config = kernelConfig(sc.config);
   const adapters = await adaptersFor(sc.config);
   const r = rng(seed);
@@ -550,9 +550,11 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
       slotOf: h.storage('slotOf', new Uint32Array(slotOf)),
       mult: h.storage('mult', new Float32Array(mult)),
       norm: { label: 'norm', w: h.vector('w', w.bytes, sc.dtype), x: h.storage('x', x0), y: xnBuf, eps },
+      fusedMaxTokens,
     });
     await h.run(ops, { tokens: M, seqs: M, lora: true });
-    const what = `${kind} norm + shrink ${sc.dtype} H ${H} M ${M} (${ops.length === 1 ? 'fused' : 'two dispatches'})`;
+    const fused = h.gpu().rowsLayout && M <= (fusedMaxTokens ?? FUSED_MAX_TOKENS);
+    const what = `${kind} norm + shrink ${sc.dtype} H ${H} M ${M} (${fused ? 'fused' : 'two dispatches'})`;
     const xn = await h.readF32(xnBuf);
     const want = new Float32Array((M + 1) * Kp);
     const tol = new Float64Array(want.length);
@@ -594,6 +596,10 @@ for (const cfg of CONFIGS) {
       (['qkv', 'gate_up'] as const).forEach((kind, ki) => {
         const M = MS[(si + ki + 2) % MS.length]!;
         it(`rmsnorm + ${kind} shrink: ${M} tokens`, () => checkNormShrink(sc, kind, M, 8000 + 10 * si + ki));
+        // The same data through the form the dispatcher would not pick for this M (where the device fuses at all).
+        const flipped = M <= FUSED_MAX_TOKENS ? 0 : Infinity;
+        it(`rmsnorm + ${kind} shrink: ${M} tokens, ${flipped ? 'fused where the device fuses' : 'two dispatches'}`, () =>
+          checkNormShrink(sc, kind, M, 8000 + 10 * si + ki, flipped));
       });
     });
   }
