@@ -235,11 +235,11 @@ export class LoraSlots {
     const prep = this.prepare(adapter);
     const todo = [...adapter.modules].filter(([path, m]) => m.magnitude && !prep.images.get(path)!.dora);
     if (todo.length === 0) return;
-    const decoded = todo.map(([path]) => {
+    const decoded = todo.map(([path, m]) => {
       const img = prep.images.get(path)!;
       const a = toFloat32(img.a, this.dtype);
-      // A [r][Kp], B [out][Rp] (scaled)
-      return { a: this.aChunks ? chunkMajor(a, img.rank, pad8(adapter.modules.get(path)!.inFeatures), this.maxRank, this.dtype, false) : a, b: toFloat32(img.b, this.dtype) };
+      const aRows = this.aChunks ? chunkMajor(a, m.rank, pad8(m.inFeatures), this.maxRank, this.dtype, false) : a;
+      return { a: aRows, b: toFloat32(img.b, this.dtype) }; // A [r][Kp], B [out][Rp] (scaled)
     });
     const stats = await doraRowStats(
       this.gpu,
@@ -299,7 +299,7 @@ export class LoraSlots {
  * Between an A image's rows [r][Kp] and its chunk-major form [Kp / CE][R][CE] (CE = elements per 16 bytes in
  * `dtype`; rows r..R-1 zero): `toChunks` true builds the chunk-major form from rows, false takes the rows back.
  */
-export function chunkMajor(a: Float32Array, r: number, Kp: number, R: number, dtype: DType, toChunks: boolean): Float32Array {
+function chunkMajor(a: Float32Array, r: number, Kp: number, R: number, dtype: DType, toChunks: boolean): Float32Array {
   const CE = 16 / DTYPE_BYTES[dtype];
   const KV = Kp / CE;
   const out = new Float32Array(toChunks ? R * Kp : r * Kp);
