@@ -3,13 +3,20 @@
 // feature (subgroupShuffle). Same contract as `shrink`. A workgroup computes 16 rows j of member g for token t,
 // lane l rows j0 + l and j0 + 8 + l over the whole of Kp (with chunk-major A, the 16 rows' chunk is one contiguous
 // run); x comes in blocks of 8 A chunks, each lane loading one or two x vec4s of the block that the others take by
-// subgroupShuffle. No reduction. WG must be 8. Dispatch (ceil(R / 16), T, G).
+// subgroupShuffle. No reduction. WG must be 8. Dispatch (ceil(R / 16), T, G); with TERMS (1, T, G).
 //
 // With NORM the dispatch first does the RMSNorm whose output the shrink reads (a dispatch costs about as much as a
 // small kernel on these devices, and q/k/v and gate/up shrink a norm's output right after it):
 //   inv = 1 / sqrt(Σ_{i<H} x[t, i]² / H + eps);  xn[t, i] = x[t, i] · inv · w[i]  (i < H; columns H..Kp written 0)
 // written by workgroup (0, t, 0); every workgroup of token t computes the same inv (same loads, same order) and
 // builds the xn chunks it reads from x and w itself, so none waits for another. x, xn: rows of stride Kp.
+//
+// With TERMS the workgroup also expands what it shrank (one workgroup per token and member, looping over the rank in
+// blocks of 16), so the matmul's epilogue reads one finished term per output instead of B rows:
+//   s[t, tOff + o(g) + n] = Σ_{j < rank_g} B_g[slot, n, j] · s[t, 8 + g·R + j]      n in member g's B rows
+// where member g's B rows are [0, bRows) of B (g = 0) or B2 (g = 1) with split (gate/up, o(g) = g·bRows), else
+// [0, n1), [n1, n2), [n2, bRows) of B (o(g) = 0). A member the token's adapter does not touch gets zeros. On lavapipe
+// this streams each token's B rows in one run instead of 32-row pieces inside the matmul, where they cost 2-3x more.
 const RROWS: u32 = 2u; // rows per lane
 
 override NORM: bool = false;
@@ -23,6 +30,64 @@ struct NormParams {
 @group(0) @binding(11) var<uniform> np: NormParams;
 @group(0) @binding(13) var<storage, read> normW4: array<vec4<u32>>; // the norm weight's words, 4 at a time
 @group(0) @binding(14) var<storage, read_write> xn4: array<vec4<f32>>;
+
+override TERMS: bool = false;
+
+struct TermParams {
+  tOff: u32, // first term word in a row of s
+  bRows: u32, // B rows per slot
+  n1: u32, // first B row of member 1 (q/k/v), or bRows
+  n2: u32, // first B row of member 2, or bRows
+  split: u32, // 1: member 1's rows are B2's (gate/up)
+}
+
+@group(0) @binding(15) var<uniform> tp: TermParams;
+@group(0) @binding(16) var<storage, read> B4: array<vec4<u32>>; // vec4 views of the group's B and B2
+@group(0) @binding(17) var<storage, read> B24: array<vec4<u32>>;
+
+// 8 ranks of B from its 8-element chunk number i (of B2 with up), widened.
+fn bChunk(i: u32, up: bool) -> array<vec4<f32>, 2> {
+  if (WDTYPE == 0u) {
+    if (up) { return array<vec4<f32>, 2>(bitcast<vec4<f32>>(B24[2u * i]), bitcast<vec4<f32>>(B24[2u * i + 1u])); }
+    return array<vec4<f32>, 2>(bitcast<vec4<f32>>(B4[2u * i]), bitcast<vec4<f32>>(B4[2u * i + 1u]));
+  }
+  if (up) { return widen8(B24[i], WDTYPE); }
+  return widen8(B4[i], WDTYPE);
+}
+
+// Member g's B rows [lo, hi), whether they are B2's, and the s word of its first term (row lo's).
+struct TermRows { lo: u32, hi: u32, up: bool, at: u32 }
+
+fn termRows(g: u32, h: u32) -> TermRows {
+  if (tp.split == 1u) { return TermRows(0u, tp.bRows, g == 1u, h + tp.tOff + g * tp.bRows); }
+  let b = array<u32, 4>(0u, tp.n1, tp.n2, tp.bRows);
+  return TermRows(b[g], b[g + 1u], false, h + tp.tOff + b[g]);
+}
+
+// Adds (first: stores) to member g's terms the part of ranks [j0, j0 + 16) whose s values lanes hold as v0 (rank
+// j0 + lane) and v1 (j0 + 8 + lane). Lane l takes rows lo + l, lo + l + 8, ...
+fn expandTerms(tr: TermRows, slot: u32, j0: u32, v0: f32, v1: f32, first: bool, lane: u32) {
+  var sa: array<vec4<f32>, 2>;
+  var sb: array<vec4<f32>, 2>;
+  sa[0] = vec4<f32>(subgroupShuffle(v0, 0u), subgroupShuffle(v0, 1u), subgroupShuffle(v0, 2u), subgroupShuffle(v0, 3u));
+  sa[1] = vec4<f32>(subgroupShuffle(v0, 4u), subgroupShuffle(v0, 5u), subgroupShuffle(v0, 6u), subgroupShuffle(v0, 7u));
+  sb[0] = vec4<f32>(subgroupShuffle(v1, 0u), subgroupShuffle(v1, 1u), subgroupShuffle(v1, 2u), subgroupShuffle(v1, 3u));
+  sb[1] = vec4<f32>(subgroupShuffle(v1, 4u), subgroupShuffle(v1, 5u), subgroupShuffle(v1, 6u), subgroupShuffle(v1, 7u));
+  let two = j0 + 8u < p.Rp; // B's rows hold the block's second 8 ranks (Rp is a multiple of 8)
+  let rc = p.Rp / 8u; // 8-rank chunks per B row
+  let base = slot * tp.bRows;
+  for (var n = tr.lo + lane; n < tr.hi; n += 8u) {
+    let c = (base + n) * rc + j0 / 8u;
+    let b0 = bChunk(c, tr.up);
+    var v = dot(b0[0], sa[0]) + dot(b0[1], sa[1]);
+    if (two) {
+      let b1 = bChunk(c + 1u, tr.up);
+      v += dot(b1[0], sb[0]) + dot(b1[1], sb[1]);
+    }
+    let i = tr.at + n - tr.lo;
+    if (first) { s[i] = v; } else { s[i] += v; }
+  }
+}
 
 // Shrink input chunk c (elements 4c..4c + 3) of the row whose x chunks start at xb: x itself, or with NORM xn.
 fn inChunk(xb: u32, c: u32, inv: f32) -> vec4<f32> {
@@ -61,46 +126,55 @@ fn shrink_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
   let slot = slotOf[t];
   let rank = shrinkHeader(t, g, wg.x == 0u, lane);
   let h = t * p.ldS;
+  if (TERMS && slot != NONE && rank == 0u) {
+    // The adapter leaves this member alone: its terms are 0.
+    let tr = termRows(g, h);
+    for (var n = tr.lo + lane; n < tr.hi; n += 8u) { s[tr.at + n - tr.lo] = 0.0; }
+  }
   if (j0 >= rank) { return; } // rank is 0 without an adapter
   let XPV = select(2u, 1u, WDTYPE == 0u); // x vec4s per A vec4
   let KV = p.Kp / (4u * XPV);
   let b = slot * p.G + g;
-  let j1 = min(j0 + lane, rank - 1u);
-  let j2 = min(j0 + 8u + lane, rank - 1u);
-  // One loop over the A chunks with a small body: on lavapipe every load is a few dozen instructions per lane, and
-  // bodies holding many of them (an unrolled block of 8 chunks) ran 2-3x slower per byte than this one.
-  var acc0 = 0.0;
-  var acc1 = 0.0;
-  var x0 = vec4<f32>(0.0);
-  var x1 = vec4<f32>(0.0);
-  for (var c = 0u; c < KV; c++) {
-    let i = c % 8u;
-    if (i == 0u) {
-      // The next block of 8 chunks: lane l loads its x vec4s (one per chunk for f32, two for 16-bit A).
-      let q = c * XPV + lane;
-      x0 = vec4<f32>(0.0);
-      if (q < XV) { x0 = inChunk(xb, q, inv); }
-      x1 = vec4<f32>(0.0);
-      if (XPV == 2u && q + 8u < XV) { x1 = inChunk(xb, q + 8u, inv); }
-    }
-    var xa: vec4<f32>;
-    var xc = vec4<f32>(0.0);
-    if (XPV == 1u) {
-      xa = subgroupShuffle(x0, i);
-    } else {
-      let src = select(x1, x0, i < 4u);
-      xa = subgroupShuffle(src, (2u * i) % 8u);
-      xc = subgroupShuffle(src, (2u * i + 1u) % 8u);
-    }
-    let d0 = aChunk(aAt(b, j1, c, KV));
-    acc0 += dot(d0[0], xa) + dot(d0[1], xc);
-    let d1 = aChunk(aAt(b, j2, c, KV));
-    acc1 += dot(d1[0], xa) + dot(d1[1], xc);
-  }
-  let acc = array<f32, RROWS>(acc0, acc1);
   let m = mult[t];
-  for (var r = 0u; r < RROWS; r++) {
-    let j = j0 + r * 8u + lane;
-    if (j < rank) { s[h + HEADER + g * p.R + j] = m * acc[r]; }
+  // Without TERMS one block of 16 rows (wg.x); with TERMS every block of the rank, each expanded before the next.
+  for (var jb = j0; jb < select(j0 + 1u, rank, TERMS); jb += RROWS * 8u) {
+    let j1 = min(jb + lane, rank - 1u);
+    let j2 = min(jb + 8u + lane, rank - 1u);
+    // One loop over the A chunks with a small body: on lavapipe every load is a few dozen instructions per lane, and
+    // bodies holding many of them (an unrolled block of 8 chunks) ran 2-3x slower per byte than this one.
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    var x0 = vec4<f32>(0.0);
+    var x1 = vec4<f32>(0.0);
+    for (var c = 0u; c < KV; c++) {
+      let i = c % 8u;
+      if (i == 0u) {
+        // The next block of 8 chunks: lane l loads its x vec4s (one per chunk for f32, two for 16-bit A).
+        let q = c * XPV + lane;
+        x0 = vec4<f32>(0.0);
+        if (q < XV) { x0 = inChunk(xb, q, inv); }
+        x1 = vec4<f32>(0.0);
+        if (XPV == 2u && q + 8u < XV) { x1 = inChunk(xb, q + 8u, inv); }
+      }
+      var xa: vec4<f32>;
+      var xc = vec4<f32>(0.0);
+      if (XPV == 1u) {
+        xa = subgroupShuffle(x0, i);
+      } else {
+        let src = select(x1, x0, i < 4u);
+        xa = subgroupShuffle(src, (2u * i) % 8u);
+        xc = subgroupShuffle(src, (2u * i + 1u) % 8u);
+      }
+      let d0 = aChunk(aAt(b, j1, c, KV));
+      acc0 += dot(d0[0], xa) + dot(d0[1], xc);
+      let d1 = aChunk(aAt(b, j2, c, KV));
+      acc1 += dot(d1[0], xa) + dot(d1[1], xc);
+    }
+    // Rows past the rank repeat its last one: zero there (the expand multiplies B's zero padding by them).
+    let v0 = select(0.0, m * acc0, jb + lane < rank);
+    let v1 = select(0.0, m * acc1, jb + 8u + lane < rank);
+    if (jb + lane < rank) { s[h + HEADER + g * p.R + jb + lane] = v0; }
+    if (jb + 8u + lane < rank) { s[h + HEADER + g * p.R + jb + 8u + lane] = v1; }
+    if (TERMS) { expandTerms(termRows(g, h), slot, jb, v0, v1, jb == 0u, lane); }
   }
 }

@@ -20,7 +20,9 @@
 // layout for CPU devices, where it is 2-3.5x faster from 5 rows of x; matmul.ts picks one per dispatch.
 // The shrink kernel (lora.wgsl) leaves an 8-word header in each row of s: [slot, ranks entry of member 0, 1, 2 (rank
 // | DORA_FLAG), scale multiplier, -, -, -], then the G·R shrunk values; so this kernel needs no slot, rank or scale
-// buffers (8 storage bindings: WebGPU's default limit).
+// buffers (8 storage bindings: WebGPU's default limit). With TERMS the shrink has also done the expand (row-per-lane
+// shrink on CPU devices): s[m, tOff + ng] (gate/up: up's at tOff + bRows + ng) holds Σ_j B[slot, ng, j] · s[m, ...]
+// for global column ng, and the epilogue adds it where the row has a slot (B is read only for DoRA's table).
 
 override WDTYPE: u32 = 0u; // weights: 0 f32, 1 f16, 2 bf16
 override EPILOGUE: u32 = 0u;
@@ -32,6 +34,7 @@ override ROWS: u32 = 4u; // output columns per workgroup
 override WG: u32 = 8u; // lanes per workgroup (one subgroup)
 override LPAIRS: u32 = 1u; // LoRA rank pairs per lane: ceil(R / (2 · WG))
 override SPAIRS: u32 = 8u; // s pairs a lane keeps in registers (<= SPAIRS_MAX); later pairs are loaded per column
+override TERMS: bool = false; // the shrink left the expanded terms in s (lora_rows.wgsl): add those, read no B
 
 const NONE: u32 = 0xffffffffu;
 
@@ -51,6 +54,7 @@ struct Params {
   n1: u32, // first global column of member 1 (k of q/k/v), or bRows
   n2: u32, // first global column of member 2 (v), or bRows
   dOff: u32, // u32 word of the DoRA table [S][bRows][4] (f32) in B and B2
+  tOff: u32, // TERMS: first word of the expanded terms in a row of s
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -200,8 +204,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             rank = e & RANK_MASK;
             if ((e & DORA_FLAG) != 0u) { dora[m] = DoraRow(slot, loraS[h + 4u], dora[m].mask | (1u << g)); }
             s0 = h + S_HEADER + g * p.R;
-            for (var t = 0u; t < min(LPAIRS, SPAIRS); t++) { sv[t] = loadSPair(s0, 2u * (lane + t * WG), rank); }
+            if (!TERMS) {
+              for (var t = 0u; t < min(LPAIRS, SPAIRS); t++) { sv[t] = loadSPair(s0, 2u * (lane + t * WG), rank); }
+            }
           }
+          if (TERMS) { continue; }
           let b0 = (slot * p.bRows + n) * p.Rp;
           var a = 0.0;
           for (var t = 0u; t < LPAIRS; t++) {
@@ -224,11 +231,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let n = n0 + r;
     if (n >= p.N || m >= M) { continue; }
     var v = acc[t];
-    if (LORA) { v *= doraFactor(dora[t % MT], n, false); }
     var u = 0.0;
-    if (gated) {
-      u = acc[ROWS * MT + t];
-      if (LORA) { u *= doraFactor(dora[t % MT], n, true); }
+    if (gated) { u = acc[ROWS * MT + t]; }
+    if (LORA) {
+      if (TERMS) {
+        let h = m * p.ldS;
+        if (bitcast<u32>(loraS[h]) != NONE) {
+          v += loraS[h + p.tOff + p.nBase + n];
+          if (gated) { u += loraS[h + p.tOff + p.bRows + p.nBase + n]; }
+        }
+      }
+      v *= doraFactor(dora[t % MT], n, false);
+      if (gated) { u *= doraFactor(dora[t % MT], n, true); }
     }
     finish(m, n, v, u);
   }

@@ -7,7 +7,8 @@
 // rows m0 + l + WG·g, every lane takes them from it with subgroupShuffle, which costs little next to a load there).
 // The accumulators are complete sums (no reduction), held in registers: their loops have constant trip counts.
 // The LoRA expand: per row of x and member, the s values come in chunks of 8 (lane l loads value l, the others take
-// it by shuffle) and each lane adds B[slot, n, chunk] · chunk to its columns; B is read through vec4 views.
+// it by shuffle) and each lane adds B[slot, n, chunk] · chunk to its columns; B is read through vec4 views. With
+// TERMS each lane adds its columns' terms from s instead (2-3x less lavapipe CPU for the expand, shrink included).
 // WG must be 8 (one subgroup, one chunk of s per lane count). Dispatch (ceil(N / (RL · WG)), ceil(M / MT)).
 override RL: u32 = 4u; // W rows per lane (rows entry)
 const RL_MAX: u32 = 4u;
@@ -91,6 +92,13 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       let slot = bitcast<u32>(loraS[h]);
       if (slot != NONE) {
         let c = loraS[h + 4u];
+        if (TERMS) {
+          for (var r = 0u; r < RL; r++) {
+            let ng = p.nBase + min(n0 + r * WG + lane, p.N - 1u);
+            vs[r] += loraS[h + p.tOff + ng];
+            if (gated) { us[r] += loraS[h + p.tOff + p.bRows + ng]; }
+          }
+        }
         let nLast = p.nBase + min(n0 + ROWS_WG, p.N) - 1u;
         for (var w = 0u; w < select(1u, 2u, gated); w++) {
           let up = w == 1u;
@@ -99,7 +107,7 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let e = bitcast<u32>(loraS[h + 1u + g]);
             let rank = e & RANK_MASK;
             let s0 = h + S_HEADER + g * p.R;
-            for (var ch = 0u; ch < rank; ch += 8u) {
+            for (var ch = 0u; ch < select(rank, 0u, TERMS); ch += 8u) {
               var sv = 0.0;
               if (ch + lane < rank) { sv = loraS[s0 + ch + lane]; }
               var s8: array<vec4<f32>, 2>;

@@ -6,6 +6,9 @@
 //   s[t, 0] = slot = slotOf[t];  s[t, 1 + g] = e_g = ranks[slot, rankBase + g]  (u32 bits: rank_g | DORA_FLAG)
 //   s[t, 4] = mult[t] (f32; only for rows with a slot)
 //   s[t, 8 + g·R + j] = mult[t] · Σ_k x[t, k] · A[slot, g, j, k]                               j < rank_g
+// and with `terms` (row-per-lane layout only) also the expand, for every row with a slot and every B row n of member g:
+//   s[t, tOff + o(g) + n] = Σ_{j < rank_g} B_g[slot, n, j] · s[t, 8 + g·R + j]   (0 where rank_g = 0)
+// (ShrinkTerms says which rows and buffers; the matmul then adds these terms instead of reading B: MatmulLora.tOff.)
 // Contract (embedding), for each token t with slot = slotOf[t] != NONE and rank = ranks[slot, rankBase]:
 //   x[t, n] += Σ_{j < rank} B[slot, n, j] · mult[t] · A[slot, j, ids[t]]                     n < hidden
 // (PEFT's Embedding LoRA: F.embedding(ids, Aᵀ) @ Bᵀ · scale, with the scale folded into B.)
@@ -32,6 +35,7 @@ const PARAMS = {
 } as const;
 
 const NORM_PARAMS = { H: 'u32', eps: 'f32' } as const;
+const TERM_PARAMS = { tOff: 'u32', bRows: 'u32', n1: 'u32', n2: 'u32', split: 'u32' } as const;
 
 /** Words before the values in each row of s: slot, three ranks entries, the row's scale multiplier, 3 unused. */
 export const S_HEADER = 8;
@@ -56,10 +60,27 @@ export interface ShrinkSpec {
    * (Gpu.rowsLayout). Devices without 8-lane subgroups always run the K-split one.
    */
   layout?: 'rows' | 'split';
+  /** Expand into s as well (row-per-lane layout only; see the contract above). */
+  terms?: ShrinkTerms;
+}
+
+/**
+ * Where the shrink writes its expanded terms: from word tOff of each s row, member g's B rows in order. Members of
+ * q/k/v are row ranges [0, n1), [n1, n2), [n2, bRows) of B; gate/up (B2 set) are B's and B2's rows [0, bRows), up's
+ * terms after gate's.
+ */
+export interface ShrinkTerms {
+  tOff: number;
+  B: GPUBuffer;
+  B2?: GPUBuffer;
+  bRows: number;
+  n1: number;
+  n2: number;
 }
 
 export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
   const rows = gpu.rowsCapable && (s.layout ?? (gpu.rowsLayout ? 'rows' : 'split')) === 'rows';
+  if (s.terms && !rows) throw new Error(`${s.label}: the shrink expands into s (terms) only in the row-per-lane layout`);
   return shrinkOp(gpu, s, s.x, rows, null);
 }
 
@@ -106,7 +127,8 @@ async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: 
   const { lanes, shader } = gpu.laneReduce;
   const files = rows ? (['lora', 'lora_rows', 'dtype', shader] as const) : (['lora', 'dtype', shader] as const);
   const constants: Record<string, number> = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes, ACHUNKS: s.slots.aChunks ? 1 : 0 };
-  if (rows) Object.assign(constants, { NORM: norm ? 1 : 0, NWDTYPE: norm ? WDTYPE[norm.w.dtype] : 0 });
+  const T = s.terms;
+  if (rows) Object.assign(constants, { NORM: norm ? 1 : 0, NWDTYPE: norm ? WDTYPE[norm.w.dtype] : 0, TERMS: T ? 1 : 0 });
   const pipeline = await gpu.pipeline(files, rows ? 'shrink_rows' : 'shrink', constants);
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
     Kp: s.group.inPadded,
@@ -117,7 +139,7 @@ async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: 
     rankStride: s.slots.rankStride,
     N: 0,
     ldy: 0,
-    Rp: 0,
+    Rp: s.slots.rankPadded,
   });
   const buffers: Record<number, GPUBuffer> = { 1: params, 2: s.slotOf, 3: s.mult, 4: s.slots.ranks, 6: x, 7: s.s, 10: s.group.A };
   if (rows) {
@@ -126,10 +148,20 @@ async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: 
     buffers[11] = paramsBuffer(gpu.device, `${s.label}.norm`, NORM_PARAMS, { H: norm?.w.length ?? 0, eps: norm?.eps ?? 0 });
     buffers[13] = norm?.w.buffer ?? standIn('no-norm-w');
     buffers[14] = norm?.y ?? standIn('no-xn');
+    buffers[15] = paramsBuffer(gpu.device, `${s.label}.terms`, TERM_PARAMS, {
+      tOff: T?.tOff ?? 0,
+      bRows: T?.bRows ?? 0,
+      n1: T?.n1 ?? 0,
+      n2: T?.n2 ?? 0,
+      split: T?.B2 ? 1 : 0,
+    });
+    buffers[16] = T?.B ?? standIn('no-B');
+    buffers[17] = T?.B2 ?? T?.B ?? standIn('no-B2');
   }
   const bg = bindGroup(gpu.device, pipeline, s.label, buffers);
   const fromRows = s.rows === 'rows';
-  const xGroups = Math.ceil(s.slots.maxRank / (rows ? ROWS_RL : ROWS));
+  // With terms one workgroup per row and member walks the whole rank (it expands all of it).
+  const xGroups = T ? 1 : Math.ceil(s.slots.maxRank / (rows ? ROWS_RL : ROWS));
   return {
     label: s.label,
     encode(pass, d) {

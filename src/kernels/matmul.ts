@@ -36,6 +36,7 @@ const PARAMS = {
   n1: 'u32', // first global column of member 1, or bRows
   n2: 'u32', // first global column of member 2, or bRows
   dOff: 'u32', // u32 word of the DoRA table in B and B2
+  tOff: 'u32', // TERMS: first word of the expanded terms in a row of s
 } as const;
 
 const EPILOGUE = { store: 0, add: 1, swiglu: 2 } as const;
@@ -77,6 +78,11 @@ export interface MatmulLora {
   n2: number;
   R: number;
   Rp: number;
+  /**
+   * Where the shrink left the expanded terms in each s row (ShrinkTerms.tOff), if it did: the epilogue adds those and
+   * reads B only for DoRA's table.
+   */
+  tOff?: number;
   /** Shrink output s: f32 [rows, ldS], each row an 8-word header then the shrunk values. */
   s: GPUBuffer;
   ldS: number;
@@ -136,6 +142,7 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
       n1: L?.n1 ?? 0,
       n2: L?.n2 ?? 0,
       dOff: L?.doraWords ?? 0,
+      tOff: L?.tOff ?? 0,
     }),
   );
   // Specialization and bind groups (one per part of W) shared by both entry points.
@@ -145,6 +152,7 @@ export async function matmulOp(gpu: Gpu, s: MatmulSpec): Promise<Op> {
     HAS_BIAS: s.bias ? 1 : 0,
     LORA: lora ? 1 : 0,
     LDTYPE: L ? WDTYPE[L.dtype] : 0,
+    TERMS: L?.tOff !== undefined ? 1 : 0,
     MT: mt,
     WG: lanes,
   });

@@ -154,8 +154,14 @@ export class ModelRunner {
     buffers.push(rot);
     const dims = batch.dims;
 
-    // Multi-LoRA: one scratch s [max(T, R), 8 + 3·rank] reused by every group (shrink, then its matmul).
-    const ldS = slots ? S_HEADER + 3 * slots.maxRank : 0;
+    // Multi-LoRA: one scratch s [max(T, R), ldS] reused by every group (shrink, then its matmul): 8 header words, 3·rank
+    // shrunk values and, where the shrink also expands (`terms`: row-per-lane devices, which stream B far better there
+    // than in the matmul's epilogue; its shader binds 10 storage buffers), the widest group's B rows of terms.
+    const terms = !!slots && gpu.rowsLayout && gpu.rowsCapable && gpu.device.limits.maxStorageBuffersPerShaderStage >= 10;
+    const termRows = (g: SlotGroup) => (g.name === 'gate_up' ? 2 * g.memberRows[0]! : g.memberRows.reduce((a, b) => a + b, 0));
+    const tOff = slots ? S_HEADER + 3 * slots.maxRank : 0;
+    const maxTerms = terms ? Math.max(0, ...slots!.layers.flatMap((gs) => gs.filter((g): g is SlotGroup => !!g).map(termRows))) : 0;
+    const ldS = slots ? tOff + maxTerms : 0;
     const s = slots ? buf('lora.s', Math.max(T, R) * ldS * 4) : dummy;
     // A group's shrink (with `norm`: the rmsnorm that produces its input first, fused where the device prefers).
     type Norm = Omit<RmsNormSpec, 'rows' | 'ld'>;
@@ -163,6 +169,11 @@ export class ModelRunner {
       if (!slots || !group) return { shrink: norm ? [await rmsnormOp(gpu, { ...norm, ld: H })] : [] };
       const total = group.memberRows.reduce((a, b) => a + b, 0);
       const qkvBounds = group.name === 'qkv';
+      const bRows = group.name === 'gate_up' ? group.memberRows[0]! : total;
+      const n1 = qkvBounds ? group.memberRows[0]! : total;
+      const n2 = qkvBounds ? group.memberRows[0]! + group.memberRows[1]! : total;
+      // lm_head (rows) keeps the expand in its matmul: its terms would be a vocabulary wide.
+      const withTerms = terms && !rows;
       const spec = {
         label: `${label}.shrink`,
         slots,
@@ -171,6 +182,7 @@ export class ModelRunner {
         ldS,
         slotOf: rows ? batch.rowSlotBuf : batch.slotOfBuf,
         mult: rows ? batch.rowMultBuf : batch.multBuf,
+        terms: withTerms ? { tOff, B: group.B[0]!, B2: group.B[1], bRows, n1, n2 } : undefined,
       };
       return {
         shrink: norm ? await loraNormShrinkOp(gpu, { ...spec, norm }) : [await loraShrinkOp(gpu, { ...spec, x: input, rows })],
@@ -178,9 +190,10 @@ export class ModelRunner {
           dtype: slots.dtype,
           B: group.B[0]!,
           B2: group.B[1],
-          bRows: group.name === 'gate_up' ? group.memberRows[0]! : total,
-          n1: qkvBounds ? group.memberRows[0]! : total,
-          n2: qkvBounds ? group.memberRows[0]! + group.memberRows[1]! : total,
+          bRows,
+          n1,
+          n2,
+          tOff: withTerms ? tOff : undefined,
           R: slots.maxRank,
           Rp: slots.rankPadded,
           doraWords: group.doraWords,

@@ -235,6 +235,17 @@ function expectedS(
 
 /** Compares s as read back with expectedS: header words bit for bit, the rest within tolerance / bit for bit. */
 function checkS(got: Float32Array, e: ReturnType<typeof expectedS>, sRows: number, ldS: number, what: string): void {
+  if (ldS > S_HEADER + 3 * MAX_RANK) {
+    // Rows with expanded terms past the values (checked through the matmul's output): compare the front of each row.
+    const w = S_HEADER + 3 * MAX_RANK;
+    const front = <T extends Float32Array | Float64Array>(a: T, make: (n: number) => T) => {
+      const out = make(sRows * w);
+      for (let m = 0; m < sRows; m++) out.set(a.subarray(m * ldS, m * ldS + w), m * w);
+      return out;
+    };
+    const f32 = (n: number) => new Float32Array(n);
+    return checkS(front(got, f32), { want: front(e.want, f32), tol: front(e.tol, (n) => new Float64Array(n)), wantHeader: e.wantHeader }, sRows, w, what);
+  }
   const gotBits = bitsOf(got);
   const header = new Uint32Array(sRows * S_HEADER);
   for (let m = 0; m < sRows; m++) header.set(gotBits.subarray(m * ldS, m * ldS + S_HEADER), m * S_HEADER);
@@ -258,6 +269,8 @@ interface GroupCase {
   sPairsCached?: number;
   /** Force the matmul's layout (MatmulSpec.rowsMinM); default: the dispatcher's choice for M. */
   layout?: 'rows' | 'split';
+  /** The row-per-lane shrink expands into s (ShrinkSpec.terms) and the matmul adds those terms (MatmulLora.tOff). */
+  terms?: boolean;
 }
 
 async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
@@ -277,7 +290,9 @@ async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
   const epilogue: MatmulSpec['epilogue'] = gated ? 'swiglu' : kind === 'o' || kind === 'down' ? 'add' : 'store';
   const N = gated ? rowsOf[0]! : rowsOf.reduce((a, b) => a + b, 0); // y columns
   const tokens = fromRows ? M + 5 : M; // lm_head: more token rows than sampled rows, so using the wrong count shows
-  const ldS = S_HEADER + 3 * MAX_RANK;
+  // With terms each s row also holds the group's B rows of terms (gate and up: both), after 3 words of slack.
+  const tOff = S_HEADER + 3 * MAX_RANK + 3;
+  const ldS = c.terms ? tOff + (gated ? 2 * N : N) : S_HEADER + 3 * MAX_RANK;
   const sRows = tokens + 1;
   const ldy = N + 3;
   const yRows = tokens + 1;
@@ -392,10 +407,18 @@ async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
       s: sBuf,
       ldS,
       sPairsCached: c.sPairsCached,
+      tOff: c.terms ? tOff : undefined,
     };
     const rows = fromRows ? ('rows' as const) : ('tokens' as const);
     const dims = { tokens, seqs: fromRows ? M : 1, lora: true };
-    const shrink = await loraShrinkOp(h.gpu(), { label: `${kind}.shrink`, slots, group, x: xBuf, s: sBuf, ldS, slotOf: slotOfBuf, mult: multBuf, rows, layout: c.layout });
+    const terms = c.terms ? { tOff, B: lora.B, B2: lora.B2, bRows: lora.bRows, n1: lora.n1, n2: lora.n2 } : undefined;
+    const shrinkSpec = { label: `${kind}.shrink`, slots, group, x: xBuf, s: sBuf, ldS, slotOf: slotOfBuf, mult: multBuf, rows, layout: c.terms ? ('rows' as const) : c.layout, terms };
+    if (c.terms && !h.gpu().rowsCapable) {
+      // Only the row-per-lane shrink expands; elsewhere asking for it is refused, not ignored.
+      await expect(loraShrinkOp(h.gpu(), shrinkSpec)).rejects.toThrow(/terms\) only in the row-per-lane layout/);
+      return;
+    }
+    const shrink = await loraShrinkOp(h.gpu(), shrinkSpec);
     const mm = await matmulOp(h.gpu(), {
       label: kind,
       W,
@@ -590,6 +613,14 @@ for (const cfg of CONFIGS) {
         // K-split from 5), where the device has 8-lane subgroups for the row-per-lane one.
         const layout = M < 5 ? 'rows' : 'split';
         it(`${label}, ${layout} layout`, () => checkGroup(sc, { kind, M, seed, partRows, sPairsCached, layout }));
+        // The shrink expanding into s (what the runner does on devices that prefer the row-per-lane layout), through
+        // both matmul layouts; lm_head keeps its expand in the matmul.
+        if (kind !== 'lm_head') {
+          for (const mmLayout of ['rows', 'split'] as const) {
+            it(`${label}, the shrink expands, ${mmLayout} matmul`, () =>
+              checkGroup(sc, { kind, M, seed, partRows, sPairsCached, layout: mmLayout, terms: true }));
+          }
+        }
       });
       const T = MS[(si + 5) % MS.length]!;
       it(`embedding LoRA: ${T} tokens`, () => checkEmbed(sc, T, 7000 + si));
