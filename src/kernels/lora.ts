@@ -1,6 +1,7 @@
 // Dispatchers for shaders/lora.wgsl (+ lora_rows.wgsl, the row-per-lane shrink): the multi-LoRA shrink (the expand
-// is fused into matmul.ts), the RMSNorm + shrink pair that q/k/v and gate/up need (one dispatch on CPU devices), and
-// the embedding LoRA (gather + expand into the embedded rows).
+// is fused into matmul.ts, or on CPU devices done by the row-per-lane shrink: ShrinkTerms), the RMSNorm + shrink
+// pair that q/k/v and gate/up need (one dispatch on CPU devices), and the embedding LoRA (gather + expand into the
+// embedded rows).
 //
 // Contract (shrink), for each row t < M (M = step tokens, or step rows for lm_head) and member g < G:
 //   s[t, 0] = slot = slotOf[t];  s[t, 1 + g] = e_g = ranks[slot, rankBase + g]  (u32 bits: rank_g | DORA_FLAG)
@@ -78,8 +79,13 @@ export interface ShrinkTerms {
   n2: number;
 }
 
+/** Whether the device runs the row-per-lane shrink: 8-lane subgroups, and 10 storage buffers in one shader. */
+export function shrinkRowsCapable(gpu: Gpu): boolean {
+  return gpu.rowsCapable && gpu.device.limits.maxStorageBuffersPerShaderStage >= 10;
+}
+
 export async function loraShrinkOp(gpu: Gpu, s: ShrinkSpec): Promise<Op> {
-  const rows = gpu.rowsCapable && (s.layout ?? (gpu.rowsLayout ? 'rows' : 'split')) === 'rows';
+  const rows = shrinkRowsCapable(gpu) && (s.layout ?? (gpu.rowsLayout ? 'rows' : 'split')) === 'rows';
   if (s.terms && !rows) throw new Error(`${s.label}: the shrink expands into s (terms) only in the row-per-lane layout`);
   return shrinkOp(gpu, s, s.x, rows, null);
 }
@@ -107,7 +113,7 @@ export const FUSED_MAX_TOKENS = 4;
 export async function loraNormShrinkOp(gpu: Gpu, s: NormShrinkSpec): Promise<Op[]> {
   const norm = await rmsnormOp(gpu, { ...s.norm, ld: s.group.inPadded });
   const shrink = await loraShrinkOp(gpu, { ...s, x: s.norm.y });
-  if (!gpu.rowsLayout) return [norm, shrink];
+  if (!gpu.rowsLayout || !shrinkRowsCapable(gpu)) return [norm, shrink];
   const fused = await shrinkOp(gpu, s, s.norm.x, true, s.norm);
   const maxTokens = s.fusedMaxTokens ?? FUSED_MAX_TOKENS;
   return [

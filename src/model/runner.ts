@@ -22,7 +22,7 @@ import { matmulOp } from '../kernels/matmul.js';
 import { ropeOp } from '../kernels/rope.js';
 import { attentionOp } from '../kernels/attention.js';
 import { MAX_LOGIT_BIAS, MAX_TOPN, sampleOp } from '../kernels/sample.js';
-import { embedLoraOp, loraNormShrinkOp, loraShrinkOp, S_HEADER } from '../kernels/lora.js';
+import { embedLoraOp, loraNormShrinkOp, loraShrinkOp, S_HEADER, shrinkRowsCapable } from '../kernels/lora.js';
 import type { MatmulLora } from '../kernels/matmul.js';
 import type { LoraSlots, SlotGroup } from '../lora/gpu-slots.js';
 import type { KvPool } from '../kv/kv-pool.js';
@@ -156,11 +156,11 @@ export class ModelRunner {
 
     // Multi-LoRA: one scratch s [max(T, R), ldS] reused by every group (shrink, then its matmul): 8 header words, 3·rank
     // shrunk values and, where the shrink also expands (`terms`: row-per-lane devices, which stream B far better there
-    // than in the matmul's epilogue; its shader binds 10 storage buffers), the widest group's B rows of terms.
-    const terms = !!slots && gpu.rowsLayout && gpu.rowsCapable && gpu.device.limits.maxStorageBuffersPerShaderStage >= 10;
+    // than in the matmul's epilogue), the widest group's B rows of terms.
+    const terms = !!slots && gpu.rowsLayout && shrinkRowsCapable(gpu);
     const termRows = (g: SlotGroup) => (g.name === 'gate_up' ? 2 * g.memberRows[0]! : g.memberRows.reduce((a, b) => a + b, 0));
     const tOff = slots ? S_HEADER + 3 * slots.maxRank : 0;
-    const maxTerms = terms ? Math.max(0, ...slots!.layers.flatMap((gs) => gs.filter((g): g is SlotGroup => !!g).map(termRows))) : 0;
+    const maxTerms = terms ? Math.max(0, ...slots!.layers.flat().map(termRows)) : 0;
     const ldS = slots ? tOff + maxTerms : 0;
     const s = slots ? buf('lora.s', Math.max(T, R) * ldS * 4) : dummy;
     // A group's shrink (with `norm`: the rmsnorm that produces its input first, fused where the device prefers).

@@ -36,7 +36,7 @@ import { describe, expect, it } from 'vitest';
 import { pad8 } from '../../src/gpu/tensors.js';
 import type { DType } from '../../src/io/dtype.js';
 import { DTYPE_BYTES } from '../../src/io/dtype.js';
-import { embedLoraOp, FUSED_MAX_TOKENS, loraNormShrinkOp, loraShrinkOp, S_HEADER } from '../../src/kernels/lora.js';
+import { embedLoraOp, FUSED_MAX_TOKENS, loraNormShrinkOp, loraShrinkOp, S_HEADER, shrinkRowsCapable } from '../../src/kernels/lora.js';
 import { matmulOp, type MatmulLora, type MatmulSpec } from '../../src/kernels/matmul.js';
 import type { LoraAdapter } from '../../src/lora/adapter.js';
 import { baseLoraModules } from '../../src/lora/adapter.js';
@@ -413,7 +413,7 @@ async function checkGroup(sc: Scenario, c: GroupCase): Promise<void> {
     const dims = { tokens, seqs: fromRows ? M : 1, lora: true };
     const terms = c.terms ? { tOff, B: lora.B, B2: lora.B2, bRows: lora.bRows, n1: lora.n1, n2: lora.n2 } : undefined;
     const shrinkSpec = { label: `${kind}.shrink`, slots, group, x: xBuf, s: sBuf, ldS, slotOf: slotOfBuf, mult: multBuf, rows, layout: c.terms ? ('rows' as const) : c.layout, terms };
-    if (c.terms && !h.gpu().rowsCapable) {
+    if (c.terms && !shrinkRowsCapable(h.gpu())) {
       // Only the row-per-lane shrink expands; elsewhere asking for it is refused, not ignored.
       await expect(loraShrinkOp(h.gpu(), shrinkSpec)).rejects.toThrow(/terms\) only in the row-per-lane layout/);
       return;
