@@ -156,12 +156,13 @@ export class ModelRunner {
 
     // Multi-LoRA: one scratch s [max(T, R), ldS] reused by every group (shrink, then its matmul): 8 header words, 3·rank
     // shrunk values and, where the shrink also expands (`terms`: row-per-lane devices, which stream B far better there
-    // than in the matmul's epilogue), the widest group's B rows of terms.
-    const terms = !!slots && gpu.rowsLayout && shrinkRowsCapable(gpu);
+    // than in the matmul's epilogue), the widest group's B rows of terms, unless that s would not fit one binding.
     const termRows = (g: SlotGroup) => (g.name === 'gate_up' ? 2 * g.memberRows[0]! : g.memberRows.reduce((a, b) => a + b, 0));
     const tOff = slots ? S_HEADER + 3 * slots.maxRank : 0;
-    const maxTerms = terms ? Math.max(0, ...slots!.layers.flat().map(termRows)) : 0;
-    const ldS = slots ? tOff + maxTerms : 0;
+    const widest = slots ? Math.max(0, ...slots.layers.flat().map(termRows)) : 0;
+    const terms =
+      !!slots && gpu.rowsLayout && shrinkRowsCapable(gpu) && Math.max(T, R) * (tOff + widest) * 4 <= gpu.device.limits.maxStorageBufferBindingSize;
+    const ldS = slots ? tOff + (terms ? widest : 0) : 0;
     const s = slots ? buf('lora.s', Math.max(T, R) * ldS * 4) : dummy;
     // A group's shrink (with `norm`: the rmsnorm that produces its input first, fused where the device prefers).
     type Norm = Omit<RmsNormSpec, 'rows' | 'ld'>;
