@@ -67,12 +67,8 @@ fn termRows(g: u32, h: u32) -> TermRows {
 // Adds (first: stores) to member g's terms the part of ranks [j0, j0 + 16) whose s values lanes hold as v0 (rank
 // j0 + lane) and v1 (j0 + 8 + lane). Lane l takes rows lo + l, lo + l + 8, ...
 fn expandTerms(tr: TermRows, slot: u32, j0: u32, v0: f32, v1: f32, first: bool, lane: u32) {
-  var sa: array<vec4<f32>, 2>;
-  var sb: array<vec4<f32>, 2>;
-  sa[0] = vec4<f32>(subgroupShuffle(v0, 0u), subgroupShuffle(v0, 1u), subgroupShuffle(v0, 2u), subgroupShuffle(v0, 3u));
-  sa[1] = vec4<f32>(subgroupShuffle(v0, 4u), subgroupShuffle(v0, 5u), subgroupShuffle(v0, 6u), subgroupShuffle(v0, 7u));
-  sb[0] = vec4<f32>(subgroupShuffle(v1, 0u), subgroupShuffle(v1, 1u), subgroupShuffle(v1, 2u), subgroupShuffle(v1, 3u));
-  sb[1] = vec4<f32>(subgroupShuffle(v1, 4u), subgroupShuffle(v1, 5u), subgroupShuffle(v1, 6u), subgroupShuffle(v1, 7u));
+  let sa = lanes8(v0);
+  let sb = lanes8(v1);
   let two = j0 + 8u < p.Rp; // B's rows hold the block's second 8 ranks (Rp is a multiple of 8)
   let rc = p.Rp / 8u; // 8-rank chunks per B row
   let base = slot * tp.bRows;

@@ -110,9 +110,7 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             for (var ch = 0u; ch < select(rank, 0u, TERMS); ch += 8u) {
               var sv = 0.0;
               if (ch + lane < rank) { sv = loraS[s0 + ch + lane]; }
-              var s8: array<vec4<f32>, 2>;
-              s8[0] = vec4<f32>(subgroupShuffle(sv, 0u), subgroupShuffle(sv, 1u), subgroupShuffle(sv, 2u), subgroupShuffle(sv, 3u));
-              s8[1] = vec4<f32>(subgroupShuffle(sv, 4u), subgroupShuffle(sv, 5u), subgroupShuffle(sv, 6u), subgroupShuffle(sv, 7u));
+              let s8 = lanes8(sv);
               for (var r = 0u; r < RL; r++) {
                 let ng = p.nBase + min(n0 + r * WG + lane, p.N - 1u);
                 if (memberOf(ng, up) != g) { continue; }
