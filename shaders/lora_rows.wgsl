@@ -3,7 +3,8 @@
 // feature (subgroupShuffle). Same contract as `shrink`. A workgroup computes 16 rows j of member g for token t,
 // lane l rows j0 + l and j0 + 8 + l over the whole of Kp (with chunk-major A, the 16 rows' chunk is one contiguous
 // run); x comes in blocks of 8 A chunks, each lane loading one or two x vec4s of the block that the others take by
-// subgroupShuffle. No reduction. WG must be 8. Dispatch (ceil(R / 16), T, G); with TERMS (1, T, G).
+// subgroupShuffle. No reduction. WG must be 8. Dispatch (ceil(R / 16), T, G); with TERMS (1, T, G) or (1, T, 1), where
+// each workgroup does all G members of its token in turn.
 //
 // With NORM the dispatch first does the RMSNorm whose output the shrink reads (a dispatch costs about as much as a
 // small kernel on these devices, and q/k/v and gate/up shrink a norm's output right after it):
@@ -101,10 +102,9 @@ fn inChunk(xb: u32, c: u32, inv: f32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn shrink_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+fn shrink_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lane: u32) {
   let t = wg.y;
-  let g = wg.z;
-  let j0 = wg.x * RROWS * 8u;
   let XV = p.Kp / 4u; // x vec4s per row
   let xb = t * XV;
   var inv = 1.0;
@@ -115,12 +115,20 @@ fn shrink_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
       ss += dot(v, v);
     }
     inv = inverseSqrt(laneSum(ss, lane) / f32(np.H) + np.eps);
-    if (wg.x == 0u && g == 0u) {
+    if (wg.x == 0u && wg.z == 0u) {
       for (var c = lane; c < XV; c += WG) { xn4[xb + c] = inChunk(xb, c, inv); }
     }
   }
+  // Members wg.z, wg.z + nwg.z, ...: a dispatch with one workgroup per token (z = 1) does the norm once per token.
+  for (var g = wg.z; g < p.G; g += nwg.z) { shrinkMember(t, g, wg.x, xb, inv, lane); }
+}
+
+// Rows [16·wx, 16·wx + 16) of member g for token t (with TERMS all of them, and their terms).
+fn shrinkMember(t: u32, g: u32, wx: u32, xb: u32, inv: f32, lane: u32) {
+  let j0 = wx * RROWS * 8u;
+  let XV = p.Kp / 4u;
   let slot = slotOf[t];
-  let rank = shrinkHeader(t, g, wg.x == 0u, lane);
+  let rank = shrinkHeader(t, g, wx == 0u, lane);
   let h = t * p.ldS;
   if (TERMS && slot != NONE && rank == 0u) {
     // The adapter leaves this member alone: its terms are 0.

@@ -98,29 +98,35 @@ export interface NormShrinkSpec extends Omit<ShrinkSpec, 'x' | 'rows' | 'layout'
 }
 
 /**
- * Most step tokens for which the fused RMSNorm + shrink runs. Each of its workgroups (G per token) redoes the norm,
- * which a separate dispatch does once per token: on lavapipe, 16-token LoRA steps took 108-109 ms of worker CPU with
- * the two dispatches against 110-115 fused, while single-token steps were 2-3 ms faster fused (equal at 4).
+ * Most step tokens for which the fused RMSNorm + shrink runs with one workgroup per token and member. Each of those
+ * (G per token) redoes the norm, which a separate dispatch does once per token: on lavapipe, 16-token LoRA steps took
+ * 108-109 ms of worker CPU with the two dispatches against 110-115 fused, while single-token steps were 2-3 ms
+ * faster fused (equal at 4). Past it, a shrink that expands (terms) still fuses, with one workgroup per token that
+ * does the norm once and then every member: that saves the norm's dispatch (about 20 µs of worker time each on
+ * lavapipe, two per layer) and redoes nothing.
  */
 export const FUSED_MAX_TOKENS = 4;
 
 /**
  * RMSNorm followed by the shrink of its output: rmsnormOp's contract (ld = group.inPadded) and then loraShrinkOp's
  * on its output y; the columns of y from H to group.inPadded may be written with zeros. Where the device prefers
- * the row-per-lane layout (Gpu.rowsLayout), steps with adapters and at most fusedMaxTokens tokens run one dispatch
- * (shrink_rows with NORM) for both; otherwise it is the two ops in sequence (the norm alone in steps without adapters).
+ * the row-per-lane layout (Gpu.rowsLayout), steps with adapters run one dispatch (shrink_rows with NORM) for both:
+ * one workgroup per token and member up to fusedMaxTokens tokens, one per token past it when the shrink expands
+ * (terms). Otherwise it is the two ops in sequence (the norm alone in steps without adapters).
  */
 export async function loraNormShrinkOp(gpu: Gpu, s: NormShrinkSpec): Promise<Op[]> {
   const norm = await rmsnormOp(gpu, { ...s.norm, ld: s.group.inPadded });
   const shrink = await loraShrinkOp(gpu, { ...s, x: s.norm.y });
   if (!gpu.rowsLayout || !shrinkRowsCapable(gpu)) return [norm, shrink];
   const fused = await shrinkOp(gpu, s, s.norm.x, true, s.norm);
+  const perToken = s.terms ? await shrinkOp(gpu, s, s.norm.x, true, s.norm, true) : null;
   const maxTokens = s.fusedMaxTokens ?? FUSED_MAX_TOKENS;
   return [
     {
       label: `${s.norm.label}+${s.label}`,
       encode(pass, d) {
         if (d.lora && d.tokens <= maxTokens) return fused.encode(pass, d);
+        if (d.lora && perToken) return perToken.encode(pass, d);
         norm.encode(pass, d);
         shrink.encode(pass, d);
       },
@@ -128,8 +134,11 @@ export async function loraNormShrinkOp(gpu: Gpu, s: NormShrinkSpec): Promise<Op[
   ];
 }
 
-/** The shrink over input x in either layout; with `norm` (rows layout only) the fused RMSNorm + shrink. */
-async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: boolean, norm: NormShrinkSpec['norm'] | null): Promise<Op> {
+/**
+ * The shrink over input x in either layout; with `norm` (rows layout only) the fused RMSNorm + shrink. perToken
+ * (with terms): one workgroup per token doing every member in turn.
+ */
+async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: boolean, norm: NormShrinkSpec['norm'] | null, perToken = false): Promise<Op> {
   const { lanes, shader } = gpu.laneReduce;
   const files = rows ? (['lora', 'lora_rows', 'dtype', shader] as const) : (['lora', 'dtype', shader] as const);
   const constants: Record<string, number> = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes, ACHUNKS: s.slots.aChunks ? 1 : 0 };
@@ -168,6 +177,7 @@ async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: 
   const fromRows = s.rows === 'rows';
   // With terms one workgroup per row and member walks the whole rank (it expands all of it).
   const xGroups = T ? 1 : Math.ceil(s.slots.maxRank / (rows ? ROWS_RL : ROWS));
+  const zGroups = perToken ? 1 : s.group.members;
   return {
     label: s.label,
     encode(pass, d) {
@@ -175,7 +185,7 @@ async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: 
       if (!d.lora || M === 0) return;
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bg);
-      pass.dispatchWorkgroups(xGroups, M, s.group.members);
+      pass.dispatchWorkgroups(xGroups, M, zGroups);
     },
   };
 }

@@ -517,8 +517,10 @@ async function checkEmbed(sc: Scenario, T: number, seed: number): Promise<void> 
  * RMSNorm + shrink (loraNormShrinkOp; one fused dispatch where the device prefers the row-per-lane layout): xn
  * against the reference rmsnorm within rmsnorm.test.ts's tolerance ((H + 1)/2 + 12)·ε·m_i, and s against the
  * shrink of the reference xn: the shrink's tolerance plus what xn's error moves it by, |mult|·Σ_k |A_jk|·tol_k.
+ * With terms (the shrink expands into s) also each term against Σ_j B_nj·s_j of the reference s: what the s
+ * tolerances move it by, Σ_j |B_nj|·tol_j, plus the f32 sum of the rank products, (rank + 1)·ε·Σ_j |B_nj·s_j|.
  */
-async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number, seed: number, fusedMaxTokens?: number): Promise<void> {
+async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number, seed: number, fusedMaxTokens?: number, terms = false): Promise<void> {
   const config = kernelConfig(sc.config);
   const adapters = await adaptersFor(sc.config);
   const r = rng(seed);
@@ -526,7 +528,15 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
   const Kp = pad8(H);
   const G = kind === 'qkv' ? 3 : 2;
   const paths = memberPaths(kind, sc.layer);
-  const ldS = S_HEADER + 3 * MAX_RANK;
+  const shapes = new Map(baseLoraModules(config).map((b) => [b.path, b.outFeatures] as const));
+  const rowsOf = paths.map((p) => shapes.get(p)!);
+  const gated = kind === 'gate_up';
+  const total = rowsOf.reduce((a, b) => a + b, 0);
+  const bRows = gated ? rowsOf[0]! : total;
+  // Member g's terms start at word tOff + first[g] of a row (gate/up: up's after gate's), after 3 words of slack.
+  const first = gated ? [0, bRows] : [0, rowsOf[0]!, rowsOf[0]! + rowsOf[1]!];
+  const tOff = S_HEADER + 3 * MAX_RANK + 3;
+  const ldS = terms ? tOff + total : S_HEADER + 3 * MAX_RANK;
   const sRows = M + 1;
   const eps = 1e-5;
   const x0 = new Float32Array((M + 1) * Kp);
@@ -564,7 +574,7 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
     const group = slots.layers[sc.layer]![GROUP_INDEX[kind]]!;
     const xnBuf = h.storage('xn', new Float32Array((M + 1) * Kp));
     const sBuf = h.storage('s', new Float32Array(sRows * ldS).fill(SENTINEL));
-    const ops = await loraNormShrinkOp(h.gpu(), {
+    const spec = {
       label: `${kind}.shrink`,
       slots,
       group,
@@ -574,10 +584,19 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
       mult: h.storage('mult', new Float32Array(mult)),
       norm: { label: 'norm', w: h.vector('w', w.bytes, sc.dtype), x: h.storage('x', x0), y: xnBuf, eps },
       fusedMaxTokens,
-    });
+      terms: terms ? { tOff, B: group.B[0]!, B2: group.B[1], bRows, n1: first[1] ?? bRows, n2: gated ? bRows : first[2]! } : undefined,
+    };
+    const rowsDevice = h.gpu().rowsLayout && shrinkRowsCapable(h.gpu());
+    if (terms && !rowsDevice) {
+      // Only the row-per-lane shrink expands; elsewhere asking for it is refused, not ignored.
+      await expect(loraNormShrinkOp(h.gpu(), spec)).rejects.toThrow(/terms\) only in the row-per-lane layout/);
+      return;
+    }
+    const ops = await loraNormShrinkOp(h.gpu(), spec);
     await h.run(ops, { tokens: M, seqs: M, lora: true });
-    const fused = h.gpu().rowsLayout && M <= (fusedMaxTokens ?? FUSED_MAX_TOKENS);
-    const what = `${kind} norm + shrink ${sc.dtype} H ${H} M ${M} (${fused ? 'fused' : 'two dispatches'})`;
+    const split = M <= (fusedMaxTokens ?? FUSED_MAX_TOKENS);
+    const form = !rowsDevice || (!split && !terms) ? 'two dispatches' : split ? 'fused, a workgroup per token and member' : 'fused, a workgroup per token';
+    const what = `${kind} norm + shrink${terms ? ' + expand' : ''} ${sc.dtype} H ${H} M ${M} (${form})`;
     const xn = await h.readF32(xnBuf);
     const want = new Float32Array((M + 1) * Kp);
     const tol = new Float64Array(want.length);
@@ -586,7 +605,36 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
       tol.set(xnTol.subarray(t * H, (t + 1) * H), t * Kp);
     }
     expectClose(xn, want, (i) => tol[i]!, `${what}: xn`, (i) => `xn[${Math.floor(i / Kp)}, ${i % Kp}]`);
-    checkS(await h.readF32(sBuf), e, sRows, ldS, what);
+    const gotS = await h.readF32(sBuf);
+    checkS(gotS, e, sRows, ldS, what);
+    if (!terms) return;
+    // Terms: rows without an adapter keep the sentinel (never written), members the adapter leaves alone are 0.
+    const got = new Float32Array(sRows * total);
+    const wantT = new Float32Array(sRows * total).fill(SENTINEL);
+    const tolT = new Float64Array(sRows * total);
+    for (let m = 0; m < sRows; m++) {
+      got.set(gotS.subarray(m * ldS + tOff, (m + 1) * ldS), m * total);
+      if (m >= M || slotOf[m] === NONE) continue;
+      for (let g = 0; g < G; g++) {
+        const d = delta(m, g);
+        for (let n = 0; n < rowsOf[g]!; n++) {
+          let v = 0;
+          let moved = 0;
+          let abs = 0;
+          for (let j = 0; j < (d?.rank ?? 0); j++) {
+            const bj = d!.b[n * d!.rank + j]!;
+            const sj = e.want[m * ldS + S_HEADER + g * MAX_RANK + j]!;
+            v += bj * sj;
+            abs += Math.abs(bj * sj);
+            moved += Math.abs(bj) * e.tol[m * ldS + S_HEADER + g * MAX_RANK + j]!;
+          }
+          const i = m * total + first[g]! + n;
+          wantT[i] = v;
+          tolT[i] = moved + ((d?.rank ?? 0) + 1) * EPS * abs;
+        }
+      }
+    }
+    expectClose(got, wantT, (i) => tolT[i]!, `${what}: terms`, (i) => `s[${Math.floor(i / total)}, tOff + ${i % total}]`);
   });
 }
 
@@ -631,6 +679,11 @@ for (const cfg of CONFIGS) {
         const flipped = M <= FUSED_MAX_TOKENS ? 0 : Infinity;
         it(`rmsnorm + ${kind} shrink: ${M} tokens, ${flipped ? 'fused where the device fuses' : 'two dispatches'}`, () =>
           checkNormShrink(sc, kind, M, 8000 + 10 * si + ki, flipped));
+        // Expanding into s as well (what the runner does where the device prefers the row-per-lane layout), in both
+        // fused forms.
+        it(`rmsnorm + ${kind} shrink + expand: ${M} tokens, a workgroup per token`, () => checkNormShrink(sc, kind, M, 8100 + 10 * si + ki, 0, true));
+        it(`rmsnorm + ${kind} shrink + expand: ${M} tokens, a workgroup per token and member`, () =>
+          checkNormShrink(sc, kind, M, 8100 + 10 * si + ki, Infinity, true));
       });
     });
   }
