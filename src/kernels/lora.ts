@@ -143,7 +143,7 @@ async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: 
   const files = rows ? (['lora', 'lora_rows', 'dtype', shader] as const) : (['lora', 'dtype', shader] as const);
   const constants: Record<string, number> = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes, ACHUNKS: s.slots.aChunks ? 1 : 0 };
   const T = s.terms;
-  if (rows) Object.assign(constants, { NORM: norm ? 1 : 0, NWDTYPE: norm ? WDTYPE[norm.w.dtype] : 0, TERMS: T ? 1 : 0 });
+  if (rows) Object.assign(constants, { NORM: norm ? 1 : 0, NWDTYPE: norm ? WDTYPE[norm.w.dtype] : 0, TERMS: T ? 1 : 0, RP: s.slots.rankPadded });
   const pipeline = await gpu.pipeline(files, rows ? 'shrink_rows' : 'shrink', constants);
   const params = paramsBuffer(gpu.device, `${s.label}.params`, PARAMS, {
     Kp: s.group.inPadded,

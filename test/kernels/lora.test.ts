@@ -120,8 +120,15 @@ function adaptersFor(spec: KernelConfigSpec): Promise<LoraAdapter[]> {
 }
 
 /** Slots of `dtype` for `config` holding `adapters[i]` in slot i; destroyed after `body`. */
-async function withSlots(config: ModelConfig, dtype: DType, adapters: readonly LoraAdapter[], body: (slots: LoraSlots) => Promise<void>, maxLoras = MAX_LORAS): Promise<void> {
-  const slots = new LoraSlots(h.gpu(), config, dtype, { maxLoras, maxRank: MAX_RANK, embeddings: true });
+async function withSlots(
+  config: ModelConfig,
+  dtype: DType,
+  adapters: readonly LoraAdapter[],
+  body: (slots: LoraSlots) => Promise<void>,
+  maxLoras = MAX_LORAS,
+  maxRank = MAX_RANK,
+): Promise<void> {
+  const slots = new LoraSlots(h.gpu(), config, dtype, { maxLoras, maxRank, embeddings: true });
   try {
     adapters.forEach((a, i) => slots.load(i, a));
     await body(slots);
@@ -204,6 +211,7 @@ function expectedS(
   x: Float32Array,
   K: number,
   G: number,
+  R = MAX_RANK,
 ): { want: Float32Array; tol: Float64Array; wantHeader: Uint32Array } {
   const want = new Float32Array(sRows * ldS).fill(SENTINEL);
   const tol = new Float64Array(sRows * ldS);
@@ -224,7 +232,7 @@ function expectedS(
           u += x[m * K + k]! * d!.a[j * K + k]!;
           sa += Math.abs(x[m * K + k]! * d!.a[j * K + k]!);
         }
-        const i = m * ldS + S_HEADER + g * MAX_RANK + j;
+        const i = m * ldS + S_HEADER + g * R + j;
         want[i] = mult[m]! * u;
         tol[i] = (K + 3) * EPS * Math.abs(mult[m]!) * sa + EPS * Math.abs(mult[m]! * u);
       }
@@ -234,10 +242,10 @@ function expectedS(
 }
 
 /** Compares s as read back with expectedS: header words bit for bit, the rest within tolerance / bit for bit. */
-function checkS(got: Float32Array, e: ReturnType<typeof expectedS>, sRows: number, ldS: number, what: string): void {
-  if (ldS > S_HEADER + 3 * MAX_RANK) {
+function checkS(got: Float32Array, e: ReturnType<typeof expectedS>, sRows: number, ldS: number, what: string, R = MAX_RANK): void {
+  if (ldS > S_HEADER + 3 * R) {
     // Rows with expanded terms past the values (checked through the matmul's output): compare the front of each row.
-    const w = S_HEADER + 3 * MAX_RANK;
+    const w = S_HEADER + 3 * R;
     const front = <T extends Float32Array | Float64Array>(a: T, make: (n: number) => T) => {
       const out = make(sRows * w);
       for (let m = 0; m < sRows; m++) out.set(a.subarray(m * ldS, m * ldS + w), m * w);
@@ -520,9 +528,10 @@ async function checkEmbed(sc: Scenario, T: number, seed: number): Promise<void> 
  * With terms (the shrink expands into s) also each term against Σ_j B_nj·s_j of the reference s: what the s
  * tolerances move it by, Σ_j |B_nj|·tol_j, plus the f32 sum of the rank products, (rank + 1)·ε·Σ_j |B_nj·s_j|.
  */
-async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number, seed: number, fusedMaxTokens?: number, terms = false): Promise<void> {
+async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number, seed: number, fusedMaxTokens?: number, terms = false, R = MAX_RANK): Promise<void> {
   const config = kernelConfig(sc.config);
-  const adapters = await adaptersFor(sc.config);
+  // Slots of max rank R hold the adapters whose modules all fit it.
+  const adapters = (await adaptersFor(sc.config)).filter((a) => [...a.modules.values()].every((m) => m.rank <= R));
   const r = rng(seed);
   const H = config.hiddenSize;
   const Kp = pad8(H);
@@ -535,8 +544,8 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
   const bRows = gated ? rowsOf[0]! : total;
   // Member g's terms start at word tOff + first[g] of a row (gate/up: up's after gate's), after 3 words of slack.
   const first = gated ? [0, bRows] : [0, rowsOf[0]!, rowsOf[0]! + rowsOf[1]!];
-  const tOff = S_HEADER + 3 * MAX_RANK + 3;
-  const ldS = terms ? tOff + total : S_HEADER + 3 * MAX_RANK;
+  const tOff = S_HEADER + 3 * R + 3;
+  const ldS = terms ? tOff + total : S_HEADER + 3 * R;
   const sRows = M + 1;
   const eps = 1e-5;
   const x0 = new Float32Array((M + 1) * Kp);
@@ -552,21 +561,21 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
     const inv = 1 / Math.sqrt(ss / H + eps);
     for (let i = 0; i < H; i++) xnTol[t * H + i] = ((H + 1) / 2 + 12) * EPS * Math.abs(row[i]! * w.values[i]!) * inv;
   }
-  const { slotOf, mult } = assignRows(r, M, MAX_LORAS);
+  const { slotOf, mult } = assignRows(r, M, adapters.length);
   const delta = (m: number, g: number): LoraDelta | null => {
     const slot = slotOf[m]!;
     if (slot === NONE) return null;
     const d = slotDelta(adapters[slot]!, paths[g]!, sc.dtype, 1);
     return d && { ...d, scale: mult[m]! };
   };
-  const e = expectedS(M, sRows, ldS, slotOf, mult, delta, xnRef, H, G);
+  const e = expectedS(M, sRows, ldS, slotOf, mult, delta, xnRef, H, G, R);
   for (let m = 0; m < M; m++) {
     for (let g = 0; g < G; g++) {
       const d = delta(m, g);
       for (let j = 0; j < (d?.rank ?? 0); j++) {
         let moved = 0;
         for (let k = 0; k < H; k++) moved += Math.abs(d!.a[j * H + k]!) * xnTol[m * H + k]!;
-        e.tol[m * ldS + S_HEADER + g * MAX_RANK + j] += Math.abs(mult[m]!) * moved;
+        e.tol[m * ldS + S_HEADER + g * R + j] += Math.abs(mult[m]!) * moved;
       }
     }
   }
@@ -596,7 +605,7 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
     await h.run(ops, { tokens: M, seqs: M, lora: true });
     const split = M <= (fusedMaxTokens ?? FUSED_MAX_TOKENS);
     const form = !rowsDevice || (!split && !terms) ? 'two dispatches' : split ? 'fused, a workgroup per token and member' : 'fused, a workgroup per token';
-    const what = `${kind} norm + shrink${terms ? ' + expand' : ''} ${sc.dtype} H ${H} M ${M} (${form})`;
+    const what = `${kind} norm + shrink${terms ? ' + expand' : ''} ${sc.dtype} H ${H} M ${M} max rank ${R} (${form})`;
     const xn = await h.readF32(xnBuf);
     const want = new Float32Array((M + 1) * Kp);
     const tol = new Float64Array(want.length);
@@ -606,7 +615,7 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
     }
     expectClose(xn, want, (i) => tol[i]!, `${what}: xn`, (i) => `xn[${Math.floor(i / Kp)}, ${i % Kp}]`);
     const gotS = await h.readF32(sBuf);
-    checkS(gotS, e, sRows, ldS, what);
+    checkS(gotS, e, sRows, ldS, what, R);
     if (!terms) return;
     // Terms: rows without an adapter keep the sentinel (never written), members the adapter leaves alone are 0.
     const got = new Float32Array(sRows * total);
@@ -623,10 +632,10 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
           let abs = 0;
           for (let j = 0; j < (d?.rank ?? 0); j++) {
             const bj = d!.b[n * d!.rank + j]!;
-            const sj = e.want[m * ldS + S_HEADER + g * MAX_RANK + j]!;
+            const sj = e.want[m * ldS + S_HEADER + g * R + j]!;
             v += bj * sj;
             abs += Math.abs(bj * sj);
-            moved += Math.abs(bj) * e.tol[m * ldS + S_HEADER + g * MAX_RANK + j]!;
+            moved += Math.abs(bj) * e.tol[m * ldS + S_HEADER + g * R + j]!;
           }
           const i = m * total + first[g]! + n;
           wantT[i] = v;
@@ -635,7 +644,7 @@ async function checkNormShrink(sc: Scenario, kind: 'qkv' | 'gate_up', M: number,
       }
     }
     expectClose(got, wantT, (i) => tolT[i]!, `${what}: terms`, (i) => `s[${Math.floor(i / total)}, tOff + ${i % total}]`);
-  });
+  }, MAX_LORAS, R);
 }
 
 /** Row counts: prefill-sized (all 16 slots + NONE rows in one batch) and decode-sized (1, 2, 3 rows). */
@@ -684,6 +693,11 @@ for (const cfg of CONFIGS) {
         it(`rmsnorm + ${kind} shrink + expand: ${M} tokens, a workgroup per token`, () => checkNormShrink(sc, kind, M, 8100 + 10 * si + ki, 0, true));
         it(`rmsnorm + ${kind} shrink + expand: ${M} tokens, a workgroup per token and member`, () =>
           checkNormShrink(sc, kind, M, 8100 + 10 * si + ki, Infinity, true));
+        // Slots of max rank 16 and 8 (the kernel's constant-chunk expand: one rank block, with and without a second
+        // 8-rank chunk), holding the adapters that fit.
+        for (const R of [16, 8]) {
+          it(`rmsnorm + ${kind} shrink + expand: ${M} tokens, max rank ${R}`, () => checkNormShrink(sc, kind, M, 8200 + 10 * si + ki, 0, true, R));
+        }
       });
     });
   }
