@@ -1,6 +1,7 @@
 // Multi-LoRA "shrink" (Punica's BGMV/SGMV first half): every token row projects its input onto the A matrices of
 // its own adapter slot; the matching "expand" (·Bᵀ, added into the base output) is fused into matmul.wgsl's
-// epilogue. Also the embedding LoRA: a gather of A's column for the token id, and an expand that adds into x.
+// epilogue, or on CPU devices done by lora_rows.wgsl's shrink itself (TERMS), leaving the epilogue one term to add.
+// Also the embedding LoRA: a gather of A's column for the token id, and an expand that adds into x.
 //
 // Slots hold up to S adapters: A is u32 words [S][G][R][Kp] (or chunk-major per [S][G] block: see aAt) in the base's dtype (G stacked members of a fused
 // projection: q,k,v -> 3; gate,up -> 2; o, down -> 1), rank R = maxLoraRank, rows padded to Kp = pad8(K).
