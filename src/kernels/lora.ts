@@ -19,7 +19,7 @@ import type { Gpu } from '../gpu/device.js';
 import { WDTYPE } from '../gpu/tensors.js';
 import type { LoraSlots, SlotGroup } from '../lora/gpu-slots.js';
 import { paramsBuffer } from './params.js';
-import type { Op } from './op.js';
+import type { Op, StepDims } from './op.js';
 import { rmsnormOp, type RmsNormSpec } from './rmsnorm.js';
 import { bindGroup } from './op.js';
 
@@ -118,15 +118,15 @@ export async function loraNormShrinkOp(gpu: Gpu, s: NormShrinkSpec): Promise<Op[
   const norm = await rmsnormOp(gpu, { ...s.norm, ld: s.group.inPadded });
   const shrink = await loraShrinkOp(gpu, { ...s, x: s.norm.y });
   if (!gpu.rowsLayout || !shrinkRowsCapable(gpu)) return [norm, shrink];
-  const fused = await shrinkOp(gpu, s, s.norm.x, true, s.norm);
-  const perToken = s.terms ? await shrinkOp(gpu, s, s.norm.x, true, s.norm, true) : null;
   const maxTokens = s.fusedMaxTokens ?? FUSED_MAX_TOKENS;
+  // Past maxTokens (terms only) one workgroup per token: z = 1.
+  const fused = await shrinkOp(gpu, s, s.norm.x, true, s.norm, (d) => (d.tokens <= maxTokens ? s.group.members : 1));
+  const fuses = (d: StepDims) => d.lora && (d.tokens <= maxTokens || !!s.terms);
   return [
     {
       label: `${s.norm.label}+${s.label}`,
       encode(pass, d) {
-        if (d.lora && d.tokens <= maxTokens) return fused.encode(pass, d);
-        if (d.lora && perToken) return perToken.encode(pass, d);
+        if (fuses(d)) return fused.encode(pass, d);
         norm.encode(pass, d);
         shrink.encode(pass, d);
       },
@@ -135,10 +135,17 @@ export async function loraNormShrinkOp(gpu: Gpu, s: NormShrinkSpec): Promise<Op[
 }
 
 /**
- * The shrink over input x in either layout; with `norm` (rows layout only) the fused RMSNorm + shrink. perToken
- * (with terms): one workgroup per token doing every member in turn.
+ * The shrink over input x in either layout; with `norm` (rows layout only) the fused RMSNorm + shrink. `zGroups`:
+ * workgroups per row along z, the group's members by default; 1 (with terms) makes each workgroup do every member.
  */
-async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: boolean, norm: NormShrinkSpec['norm'] | null, perToken = false): Promise<Op> {
+async function shrinkOp(
+  gpu: Gpu,
+  s: Omit<ShrinkSpec, 'x'>,
+  x: GPUBuffer,
+  rows: boolean,
+  norm: NormShrinkSpec['norm'] | null,
+  zGroups: (d: StepDims) => number = () => s.group.members,
+): Promise<Op> {
   const { lanes, shader } = gpu.laneReduce;
   const files = rows ? (['lora', 'lora_rows', 'dtype', shader] as const) : (['lora', 'dtype', shader] as const);
   const constants: Record<string, number> = { WDTYPE: WDTYPE[s.slots.dtype], WG: lanes, ACHUNKS: s.slots.aChunks ? 1 : 0 };
@@ -177,7 +184,6 @@ async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: 
   const fromRows = s.rows === 'rows';
   // With terms one workgroup per row and member walks the whole rank (it expands all of it).
   const xGroups = T ? 1 : Math.ceil(s.slots.maxRank / (rows ? ROWS_RL : ROWS));
-  const zGroups = perToken ? 1 : s.group.members;
   return {
     label: s.label,
     encode(pass, d) {
@@ -185,7 +191,7 @@ async function shrinkOp(gpu: Gpu, s: Omit<ShrinkSpec, 'x'>, x: GPUBuffer, rows: 
       if (!d.lora || M === 0) return;
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bg);
-      pass.dispatchWorkgroups(xGroups, M, zGroups);
+      pass.dispatchWorkgroups(xGroups, M, zGroups(d));
     },
   };
 }
