@@ -108,6 +108,8 @@ async function main() {
         features: gpu.info.features,
         subgroup_size: [gpu.info.subgroupMinSize, gpu.info.subgroupMaxSize],
         max_storage_binding_bytes: gpu.info.maxStorageBufferBindingSize,
+        // lavapipe's thread count (src/platform/node.ts sets twice the cores when unset; other drivers ignore it)
+        lp_num_threads: process.env.LP_NUM_THREADS,
       },
       streaming_ceiling_gbps: +ceiling.toFixed(2),
       rounds: ROUNDS,

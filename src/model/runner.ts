@@ -304,10 +304,6 @@ export class ModelRunner {
    * Runs the step described by `batch` (filled by the caller) and returns the sampled rows. One submit; the
    * readback is the only wait.
    */
-  /**
-   * Runs the step described by `batch` (filled by the caller) and returns the sampled rows. One submit; the
-   * readback is the only wait.
-   */
   async step(): Promise<StepResult> {
     return this.collect(this.submit());
   }
