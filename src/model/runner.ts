@@ -32,6 +32,12 @@ import { ropeTable } from './rope.js';
 import type { StepLimits } from './step-batch.js';
 import { StepBatch } from './step-batch.js';
 
+/** The u64 GPU timestamp (ns) at byte `at` of `bytes`, in ms. */
+function stepEndMs(bytes: ArrayBuffer, at: number): number {
+  const w = new Uint32Array(bytes, at, 2);
+  return (w[1]! * 2 ** 32 + w[0]!) / 1e6;
+}
+
 /** A submitted step: where its results will be read back. */
 export interface InFlight extends Paced {
   staging: GPUBuffer;
@@ -66,6 +72,12 @@ export class ModelRunner {
   /** Two read-back slots: a step can be recorded while the previous one runs. */
   private readonly inFlight: InFlight[];
   private readonly pacer = new WaitPacer(getPlatform().waitPolls);
+  /**
+   * Where waits are paced and the device has timestamps: each step's pass writes its end time (query i for
+   * in-flight record i), resolved and copied behind that record's results, so the pacer learns when a step ended
+   * even when its wait found it done (src/gpu/pacer.ts).
+   */
+  private readonly stepEnd: { queries: GPUQuerySet; resolved: GPUBuffer; passes: GPUComputePassDescriptor[] } | null;
   private nextFlight = 0;
   private readonly dims: StepDims = { tokens: 0, seqs: 0, lora: false };
 
@@ -91,6 +103,15 @@ export class ModelRunner {
     this.topIds = io.topIds;
     this.topLogprobs = io.topLogprobs;
     const maxRows = batch.limits.maxRows;
+    this.stepEnd = null;
+    if (this.pacer.enabled && gpu.features.timestampQuery) {
+      const queries = gpu.device.createQuerySet({ type: 'timestamp', count: 2, label: 'step.end' });
+      // resolveQuerySet writes at multiples of 256 bytes.
+      const resolved = gpu.device.createBuffer({ label: 'step.end', size: 512, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      buffers.push(resolved);
+      const passes = [0, 1].map((i) => ({ timestampWrites: { querySet: queries, endOfPassWriteIndex: i } }));
+      this.stepEnd = { queries, resolved, passes };
+    }
     this.inFlight = io.staging.map((staging) => ({
       staging,
       key: 0,
@@ -147,8 +168,9 @@ export class ModelRunner {
     const outLogprobs = buf('out.logprobs', R * 4);
     const topIds = buf('out.topIds', R * MAX_TOPN * 4);
     const topLogprobs = buf('out.topLogprobs', R * MAX_TOPN * 4);
-    // Read back: ids [R], logprobs [R], then (only when asked) top ids [R, MAX_TOPN] and their logprobs.
-    const staging = [0, 1].map((i) => buf(`out.staging${i}`, R * 8 * (1 + MAX_TOPN), GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
+    // Read back: ids [R], logprobs [R], then (only when asked) top ids [R, MAX_TOPN] and their logprobs, then (with
+    // timestamps) the step's end time, u64 ns.
+    const staging = [0, 1].map((i) => buf(`out.staging${i}`, R * 8 * (1 + MAX_TOPN) + 8, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST));
     const dummy = buf('dummy', 16);
     const rot = gpu.upload('rope.table', ropeTable(c, limits.maxModelLen));
     buffers.push(rot);
@@ -315,7 +337,8 @@ export class ModelRunner {
    */
   submit(): InFlight {
     this.gpu.check();
-    const f = this.inFlight[this.nextFlight]!;
+    const fi = this.nextFlight;
+    const f = this.inFlight[fi]!;
     if (f.busy) throw new Error('two steps are already in flight');
     this.nextFlight ^= 1;
     const b = this.batch;
@@ -325,10 +348,10 @@ export class ModelRunner {
     this.dims.lora = b.lora;
     const enc = this.gpu.device.createCommandEncoder();
     this.kv.encodeCopies(enc);
-    const pass = enc.beginComputePass();
+    const R = b.rows;
+    const pass = enc.beginComputePass(R > 0 ? this.stepEnd?.passes[fi] : undefined);
     this.forward.encode(pass, this.dims);
     pass.end();
-    const R = b.rows;
     const top = b.maxTopN > 0 ? R * MAX_TOPN * 4 : 0;
     if (R > 0) {
       enc.copyBufferToBuffer(this.outTokens, 0, f.staging, 0, R * 4);
@@ -336,6 +359,10 @@ export class ModelRunner {
       if (top > 0) {
         enc.copyBufferToBuffer(this.topIds, 0, f.staging, R * 8, top);
         enc.copyBufferToBuffer(this.topLogprobs, 0, f.staging, R * 8 + top, top);
+      }
+      if (this.stepEnd) {
+        enc.resolveQuerySet(this.stepEnd.queries, fi, 1, this.stepEnd.resolved, 256 * fi);
+        enc.copyBufferToBuffer(this.stepEnd.resolved, 256 * fi, f.staging, R * 8 + 2 * top, 8);
       }
     }
     this.gpu.queue.submit([enc.finish()]);
@@ -352,11 +379,11 @@ export class ModelRunner {
     const { rows: R, top } = f;
     try {
       if (R === 0) return f.result;
-      const size = R * 8 + 2 * top;
+      const size = R * 8 + 2 * top + (this.stepEnd ? 8 : 0);
       try {
-        await this.pacer.beforeWait(f);
+        // Steps are collected in submission order, so the other record, if busy, is queued behind this one.
+        await this.pacer.beforeWait(f, this.inFlight[this.inFlight[0] === f ? 1 : 0]!.busy);
         await f.staging.mapAsync(GPUMapMode.READ, 0, size);
-        this.pacer.done(f);
       } catch (e) {
         // The device went away (or the buffer became unusable): say so in the engine's terms.
         await this.gpu.settleLoss();
@@ -364,6 +391,7 @@ export class ModelRunner {
         throw new PolyloraError('GPU_ERROR', `reading a step's results failed: ${(e as Error).message}`, { cause: e });
       }
       const mapped = f.staging.getMappedRange(0, size);
+      this.pacer.done(f, this.stepEnd ? stepEndMs(mapped, size - 8) : NaN);
       f.result.tokens.set(new Uint32Array(mapped, 0, R));
       f.result.logprobs.set(new Float32Array(mapped, R * 4, R));
       if (top > 0) {
@@ -413,6 +441,7 @@ export class ModelRunner {
   }
 
   destroy(): void {
+    this.stepEnd?.queries.destroy();
     for (const b of this.buffers) b.destroy();
     this.batch.destroy();
   }

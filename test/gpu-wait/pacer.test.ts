@@ -1,6 +1,7 @@
 // WaitPacer on a virtual clock: the GPU "finishes" a step `gpuMs` after it starts (steps run in submission order),
 // a wait that starts before then resolves at that moment, one that starts after resolves at once. The real clock
-// and timers are exercised by every Node GPU test (the runner paces its waits there).
+// and timers are exercised by every Node GPU test (the runner paces its waits there, with GPU end timestamps where
+// the device has them).
 import { describe, expect, it } from 'vitest';
 import { type Paced, type PacerClock, WaitPacer } from '../../src/gpu/pacer.js';
 
@@ -28,6 +29,9 @@ class VirtualGpu implements PacerClock {
 
 /** The pacer ends sleeps this early (TIMER_SLACK_MS). */
 const SLACK = 2;
+/** Its SLEEP_FRACTION and LATE_QUANTILE (the quantile of step durations that waits with a step queued behind aim at). */
+const SLEEP_FRACTION = 0.9;
+const LATE_QUANTILE = 0.8;
 
 const paced = (): Paced => ({ key: 0, work: 0, submittedAt: 0, sleptUntil: 0 });
 
@@ -160,5 +164,81 @@ describe('WaitPacer', () => {
     const p = paced();
     for (let i = 0; i < 5; i++) await step(pacer, gpu, p, 9, 1, 9); // 0.9 · 9 − slack < 8 ms
     expect(gpu.slept).toBe(0);
+  });
+
+  describe('with a step queued behind the one waited for (the engine records step n + 1 before reading step n)', () => {
+    /** Durations uniform in [lo, hi) ms from a fixed LCG: a noisy device, the same for every run. */
+    function durations(n: number, lo: number, hi: number): number[] {
+      let x = 12345;
+      return Array.from({ length: n }, () => {
+        x = (x * 1103515245 + 12345) % 2 ** 31;
+        return lo + ((hi - lo) * x) / 2 ** 31;
+      });
+    }
+
+    /**
+     * The engine's loop: two steps in flight; wait for the older, then submit the next. `gpuClock`: the GPU's
+     * timestamps run this far from ours (undefined: the caller has no GPU end times). Per wait after `warmup`: the
+     * polling (ms after the sleep), and how late the wake came (negative: before the end); `starved`: wakes that
+     * came after the queued step had finished too (the GPU ran dry).
+     */
+    async function pipeline(ds: number[], queuedBehind: boolean, gpuClock: number | undefined, warmup = 20) {
+      const gpu = new VirtualGpu();
+      const pacer = new WaitPacer(true, gpu);
+      const rec = [paced(), paced()];
+      const doneAt = [0, 0];
+      let next = 0;
+      const submit = (k: number) => {
+        doneAt[k] = gpu.submit(ds[next++]!);
+        pacer.submitted(rec[k]!, 1, 16);
+      };
+      submit(0);
+      submit(1);
+      const poll: number[] = [];
+      const lateBy: number[] = [];
+      let starved = 0;
+      for (let i = 0; next < ds.length; i++) {
+        const k = i % 2;
+        await pacer.beforeWait(rec[k]!, queuedBehind);
+        const woke = gpu.t;
+        if (woke > doneAt[k ^ 1]!) starved++;
+        gpu.waitUntil(doneAt[k]!);
+        if (i >= warmup) {
+          poll.push(gpu.t - woke);
+          lateBy.push(woke - doneAt[k]!);
+        }
+        pacer.done(rec[k]!, gpuClock === undefined ? NaN : doneAt[k]! + gpuClock);
+        submit(k);
+      }
+      return { poll, lateBy, starved, slept: gpu.slept };
+    }
+    const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
+
+    it('with GPU end times, sleeps past most steps and polls for few, and wakes before the queued step can end', async () => {
+      // ±40 %: noisier than the ±20 % steps seen on lavapipe.
+      const ds = durations(240, 60, 140);
+      const paced = await pipeline(ds, true, -5000);
+      const plain = await pipeline(ds, false, -5000);
+      // About 1 - LATE_QUANTILE of the waits poll (for part of the spread; the cap below makes it more at this
+      // spread), where waits that aim before the end poll in most steps: a third of the polling is a loose bound.
+      expect(mean(paced.poll)).toBeLessThan(mean(plain.poll) / 3);
+      expect(paced.lateBy.filter((l) => l > 0).length).toBeGreaterThan(LATE_QUANTILE * 0.75 * paced.lateBy.length);
+      // The sleep ends (TIMER_SLACK_MS early) at most (1 + SLEEP_FRACTION) x the shortest duration so far after the
+      // previous step's end (known exactly from the GPU end times), so wait i wakes at most that minus its own
+      // duration after its step's end: with durations alike, before the queued step can have finished.
+      paced.lateBy.forEach((l, j) => {
+        const i = j + 20;
+        expect(l).toBeLessThanOrEqual((1 + SLEEP_FRACTION) * Math.min(...ds.slice(0, i)) - ds[i]! - SLACK + 1e-9);
+      });
+      expect(paced.starved).toBe(0);
+    });
+
+    it('without GPU end times, a queued step changes nothing (an oversleep would hide how late it woke)', async () => {
+      const ds = durations(120, 80, 120);
+      const flagged = await pipeline(ds, true, undefined);
+      const plain = await pipeline(ds, false, undefined);
+      expect(flagged.slept).toBe(plain.slept);
+      expect(flagged.poll).toEqual(plain.poll);
+    });
   });
 });
