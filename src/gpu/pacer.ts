@@ -25,7 +25,7 @@
 // outlasts it, down a little when not), but never more than (1 + SLEEP_FRACTION) x the shortest duration, so the
 // wake comes before the queued step can have finished. Most such waits find their step done and poll not at all.
 // Measured on a 2-core VM (lavapipe), 16-sequence decode, 6 alternating rounds: the JS thread's CPU per step
-// 16-32 -> 3-11 ms, median step 118 -> 103 ms (base model) and 123 -> 115 ms (16 LoRA adapters). Without
+// 14-39 -> 4-17 ms, median step 138 -> 112 ms (base model) and 158 -> 125 ms (16 LoRA adapters). Without
 // timestamps an oversleep only bounds the duration, and aiming past the end would compound: each sleep would be
 // aimed from the previous late wake.
 
