@@ -82,6 +82,7 @@ export class WaitPacer {
   private readonly shortest = new Map<number, number>();
   /** Our clock minus the GPU timestamps' (ms): the smallest gap seen at the end of a wait that polled. */
   private gpuClockOffset = Infinity;
+  private lastGpuEnd = -Infinity;
   private lastDone = 0;
   /** Lowest measured ms per unit of work (from waits that polled). */
   private perUnit = Infinity;
@@ -129,6 +130,9 @@ export class WaitPacer {
     // Resolved within a millisecond of waking: the work was (probably) done while asleep, so `measured` is only an
     // upper bound, unless the GPU says when it ended.
     let overslept = p.sleptUntil > 0 && now - p.sleptUntil < 1;
+    // Steps end in order: a timestamp that does not advance (a device whose timestamps read 0) is no end time.
+    if (!(gpuEnd > this.lastGpuEnd)) gpuEnd = NaN;
+    else this.lastGpuEnd = gpuEnd;
     if (!overslept && !Number.isNaN(gpuEnd)) this.gpuClockOffset = Math.min(this.gpuClockOffset, now - gpuEnd);
     const timed = Number.isFinite(gpuEnd + this.gpuClockOffset);
     if (timed) {

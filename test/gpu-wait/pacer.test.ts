@@ -177,12 +177,12 @@ describe('WaitPacer', () => {
     }
 
     /**
-     * The engine's loop: two steps in flight; wait for the older, then submit the next. `gpuClock`: the GPU's
-     * timestamps run this far from ours (undefined: the caller has no GPU end times). Per wait after `warmup`: the
+     * The engine's loop: two steps in flight; wait for the older, then submit the next. `gpuEnd`: the GPU timestamp
+     * the caller reads for a step that ended at a given time (undefined: no GPU end times). Per wait after `warmup`: the
      * polling (ms after the sleep), and how late the wake came (negative: before the end); `starved`: wakes that
      * came after the queued step had finished too (the GPU ran dry).
      */
-    async function pipeline(ds: number[], queuedBehind: boolean, gpuClock: number | undefined, warmup = 20) {
+    async function pipeline(ds: number[], queuedBehind: boolean, gpuEnd: ((end: number) => number) | undefined, warmup = 20) {
       const gpu = new VirtualGpu();
       const pacer = new WaitPacer(true, gpu);
       const rec = [paced(), paced()];
@@ -207,7 +207,7 @@ describe('WaitPacer', () => {
           poll.push(gpu.t - woke);
           lateBy.push(woke - doneAt[k]!);
         }
-        pacer.done(rec[k]!, gpuClock === undefined ? NaN : doneAt[k]! + gpuClock);
+        pacer.done(rec[k]!, gpuEnd === undefined ? NaN : gpuEnd(doneAt[k]!));
         submit(k);
       }
       return { poll, lateBy, starved, slept: gpu.slept };
@@ -217,8 +217,9 @@ describe('WaitPacer', () => {
     it('with GPU end times, sleeps past most steps and polls for few, and wakes before the queued step can end', async () => {
       // ±40 %: noisier than the ±20 % steps seen on lavapipe.
       const ds = durations(240, 60, 140);
-      const paced = await pipeline(ds, true, -5000);
-      const plain = await pipeline(ds, false, -5000);
+      const gpuClock = (end: number) => end - 5000; // the GPU's clock has its own origin
+      const paced = await pipeline(ds, true, gpuClock);
+      const plain = await pipeline(ds, false, gpuClock);
       // About 1 - LATE_QUANTILE of the waits poll (for part of the spread; the cap below makes it more at this
       // spread), where waits that aim before the end poll in most steps: a third of the polling is a loose bound.
       expect(mean(paced.poll)).toBeLessThan(mean(plain.poll) / 3);
@@ -235,10 +236,13 @@ describe('WaitPacer', () => {
 
     it('without GPU end times, a queued step changes nothing (an oversleep would hide how late it woke)', async () => {
       const ds = durations(120, 80, 120);
-      const flagged = await pipeline(ds, true, undefined);
       const plain = await pipeline(ds, false, undefined);
-      expect(flagged.slept).toBe(plain.slept);
-      expect(flagged.poll).toEqual(plain.poll);
+      for (const gpuEnd of [undefined, () => 0]) {
+        // No end times, or timestamps that never advance (a device that reads them as 0).
+        const flagged = await pipeline(ds, true, gpuEnd);
+        expect(flagged.slept).toBe(plain.slept);
+        expect(flagged.poll).toEqual(plain.poll);
+      }
     });
   });
 });
