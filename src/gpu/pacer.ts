@@ -131,15 +131,20 @@ export class WaitPacer {
     // upper bound, unless the GPU says when it ended.
     let overslept = p.sleptUntil > 0 && now - p.sleptUntil < 1;
     // Steps end in order: a timestamp that does not advance (a device whose timestamps read 0) is no end time.
-    if (!(gpuEnd > this.lastGpuEnd)) gpuEnd = NaN;
+    const prevGpuEnd = this.lastGpuEnd;
+    if (!(gpuEnd > prevGpuEnd)) gpuEnd = NaN;
     else this.lastGpuEnd = gpuEnd;
     if (!overslept && !Number.isNaN(gpuEnd)) this.gpuClockOffset = Math.min(this.gpuClockOffset, now - gpuEnd);
     const timed = Number.isFinite(gpuEnd + this.gpuClockOffset);
+    let measured = now - start;
     if (timed) {
       this.lastDone = Math.max(start, Math.min(now, gpuEnd + this.gpuClockOffset));
+      // By the GPU's clock the step ran from the previous step's end or from its submission, whichever was later:
+      // queued behind another, the difference of two timestamps, exact even while the clock mapping is still loose
+      // (a first wait that resolved late, the JS thread being busy, would otherwise shorten the next duration).
+      measured = gpuEnd - Math.max(prevGpuEnd, p.submittedAt - this.gpuClockOffset);
       overslept = false;
     }
-    const measured = this.lastDone - start;
     if (this.estimate.size >= MAX_KEYS && est === undefined) {
       this.estimate.clear();
       this.late.clear();

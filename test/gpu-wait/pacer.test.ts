@@ -180,9 +180,10 @@ describe('WaitPacer', () => {
      * The engine's loop: two steps in flight; wait for the older, then submit the next. `gpuEnd`: the GPU timestamp
      * the caller reads for a step that ended at a given time (undefined: no GPU end times). Per wait after `warmup`: the
      * polling (ms after the sleep), and how late the wake came (negative: before the end); `starved`: wakes that
-     * came after the queued step had finished too (the GPU ran dry).
+     * came after the queued step had finished too (the GPU ran dry). `firstLate`: the first wait resolves this long
+     * after its step ended (the JS thread was busy).
      */
-    async function pipeline(ds: number[], queuedBehind: boolean, gpuEnd: ((end: number) => number) | undefined, warmup = 20) {
+    async function pipeline(ds: number[], queuedBehind: boolean, gpuEnd: ((end: number) => number) | undefined, warmup = 20, firstLate = 0) {
       const gpu = new VirtualGpu();
       const pacer = new WaitPacer(true, gpu);
       const rec = [paced(), paced()];
@@ -202,7 +203,7 @@ describe('WaitPacer', () => {
         await pacer.beforeWait(rec[k]!, queuedBehind);
         const woke = gpu.t;
         if (woke > doneAt[k ^ 1]!) starved++;
-        gpu.waitUntil(doneAt[k]!);
+        gpu.waitUntil(doneAt[k]! + (i === 0 ? firstLate : 0));
         if (i >= warmup) {
           poll.push(gpu.t - woke);
           lateBy.push(woke - doneAt[k]!);
@@ -231,6 +232,18 @@ describe('WaitPacer', () => {
         const i = j + 20;
         expect(l).toBeLessThanOrEqual((1 + SLEEP_FRACTION) * Math.min(...ds.slice(0, i)) - ds[i]! - SLACK + 1e-9);
       });
+      expect(paced.starved).toBe(0);
+    });
+
+    it('measures steps queued behind others by their timestamps alone, even while the clock mapping is off', async () => {
+      // The first wait resolves 30 ms late, so the first mapping of the GPU clock puts that step's end 30 ms late;
+      // taking the next step's start from it would make a 36-44 ms step look 6-14 ms long, and the cap
+      // (1 + SLEEP_FRACTION) x the shortest duration would then end every sleep early.
+      const ds = durations(240, 36, 44);
+      const gpuClock = (end: number) => end + 1e6;
+      const paced = await pipeline(ds, true, gpuClock, 20, 30);
+      const plain = await pipeline(ds, false, gpuClock, 20, 30);
+      expect(mean(paced.poll)).toBeLessThan(mean(plain.poll) / 3);
       expect(paced.starved).toBe(0);
     });
 
