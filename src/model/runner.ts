@@ -79,8 +79,7 @@ export class ModelRunner {
    */
   private readonly stepEnd: { queries: GPUQuerySet; resolved: GPUBuffer; passes: GPUComputePassDescriptor[] } | null;
   private nextFlight = 0;
-  /** The last step read back: its end by the GPU's timestamp clock (ms, that clock's origin); NaN where untimed. */
-  lastStepEndMs = NaN;
+  private lastEnd = NaN;
   private readonly dims: StepDims = { tokens: 0, seqs: 0, lora: false };
 
   private constructor(
@@ -393,8 +392,8 @@ export class ModelRunner {
         throw new PolyloraError('GPU_ERROR', `reading a step's results failed: ${(e as Error).message}`, { cause: e });
       }
       const mapped = f.staging.getMappedRange(0, size);
-      this.lastStepEndMs = this.stepEnd ? stepEndMs(mapped, size - 8) : NaN;
-      this.pacer.done(f, this.lastStepEndMs);
+      this.lastEnd = this.stepEnd ? stepEndMs(mapped, size - 8) : NaN;
+      this.pacer.done(f, this.lastEnd);
       f.result.tokens.set(new Uint32Array(mapped, 0, R));
       f.result.logprobs.set(new Float32Array(mapped, R * 4, R));
       if (top > 0) {
@@ -441,6 +440,11 @@ export class ModelRunner {
     const out = new Float32Array(rows * this.config.vocabSize);
     for (let r = 0; r < rows; r++) out.set(all.subarray(r * ldv, r * ldv + this.config.vocabSize), r * this.config.vocabSize);
     return out;
+  }
+
+  /** The last step read back: its end by the GPU's timestamp clock (ms, that clock's origin); NaN where untimed. */
+  get lastStepEndMs(): number {
+    return this.lastEnd;
   }
 
   destroy(): void {
